@@ -1,0 +1,55 @@
+# Build, test and maintenance targets. `make test` is the project's test
+# command; .ci/run runs it.
+
+GO          ?= go
+BIN         := $(CURDIR)/bin
+# Tool versions are pinned: protoc-gen-go by go.mod (google.golang.org/protobuf),
+# protoc by Debian bookworm's protobuf-compiler, staticcheck here.
+PROTOC_VERSION      := 3.21.12
+STATICCHECK_VERSION := v0.8.2
+TEST_FLAGS  ?= -race -count=1 -timeout 20m
+
+.PHONY: all build test proto proto-check lint tidy tidy-check bench clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+test:
+	$(GO) test $(TEST_FLAGS) ./...
+
+$(BIN)/protoc-gen-go: go.mod go.sum
+	$(GO) build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
+
+# proto regenerates messages/*.pb.go from messages/*.proto.
+proto: $(BIN)/protoc-gen-go
+	@protoc --version | grep -q 'libprotoc $(PROTOC_VERSION)$$' || \
+		{ echo "need protoc $(PROTOC_VERSION) (Debian bookworm's protobuf-compiler), have: $$(protoc --version)"; exit 1; }
+	protoc --plugin=protoc-gen-go=$(BIN)/protoc-gen-go \
+		--proto_path=messages --go_out=messages --go_opt=paths=source_relative \
+		messages/*.proto
+
+# proto-check fails if the committed generated code differs from what
+# `make proto` produces.
+proto-check: proto
+	@git diff --exit-code -- messages/ || \
+		{ echo "messages/*.pb.go are stale: run make proto and commit the result"; exit 1; }
+	@test -z "$$(git status --porcelain -- messages/)" || \
+		{ echo "make proto created files that are not committed:"; git status --porcelain -- messages/; exit 1; }
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+tidy:
+	$(GO) mod tidy
+
+tidy-check:
+	$(GO) mod tidy -diff
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf $(BIN)
