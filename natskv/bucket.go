@@ -1,0 +1,272 @@
+package natskv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseagent/lease"
+)
+
+// DefaultBucket is the name of the KV bucket used when BucketConfig.Name is
+// empty.
+const DefaultBucket = "leases"
+
+// JetStream error codes that decide how a failed revision-checked write is
+// treated.
+const (
+	// codeWrongLastSequence means another write got there first.
+	codeWrongLastSequence = 10071
+	// codeWrongLastSequenceConstant is reported by replicated streams while
+	// an earlier write to the subject is still being proposed, even when the
+	// expected revision was right. It is retried.
+	codeWrongLastSequenceConstant = 10164
+)
+
+// Headers of the KV protocol that mark a delete.
+const (
+	kvOperationHeader = "KV-Operation"
+	kvOperationDelete = "DEL"
+	kvOperationPurge  = "PURGE"
+)
+
+// BucketConfig says which KV bucket holds the leases and how to create it.
+type BucketConfig struct {
+	// JetStream is the JetStream context the bucket is reached through.
+	JetStream jetstream.JetStream
+
+	// Name is the bucket's name; DefaultBucket if empty.
+	Name string
+
+	// Replicas is the number of copies the bucket keeps when it is created;
+	// 1 if zero. It does not change an existing bucket.
+	Replicas int
+
+	// Storage is where a created bucket keeps its data; file storage unless
+	// set to jetstream.MemoryStorage.
+	Storage jetstream.StorageType
+
+	// ConflictRetries is how many times a write that a replicated bucket
+	// answers with error 10164 is retried; 5 if zero.
+	ConflictRetries int
+}
+
+// Validate returns an error naming the first field that is not valid.
+func (c BucketConfig) Validate() error {
+	switch {
+	case c.JetStream == nil:
+		return errors.New("natskv: BucketConfig.JetStream: must not be nil")
+	case c.Name != "" && !validBucketName(c.Name):
+		return fmt.Errorf("natskv: BucketConfig.Name: %q may contain only letters, digits, '-' and '_'", c.Name)
+	case c.Replicas < 0 || c.Replicas > 5:
+		return fmt.Errorf("natskv: BucketConfig.Replicas: %d is not between 1 and 5", c.Replicas)
+	case c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage:
+		return fmt.Errorf("natskv: BucketConfig.Storage: unknown storage type %d", c.Storage)
+	case c.ConflictRetries < 0:
+		return fmt.Errorf("natskv: BucketConfig.ConflictRetries: %d is negative", c.ConflictRetries)
+	}
+	return nil
+}
+
+func validBucketName(name string) bool {
+	return isPlain(name)
+}
+
+// Bucket is a KV bucket of leases. It is safe for concurrent use; the
+// Clients of many namespaces can share one.
+type Bucket struct {
+	name     string
+	js       jetstream.JetStream
+	kv       jetstream.KeyValue
+	stream   jetstream.Stream
+	prefix   string // subject prefix of the bucket's keys, "$KV.<name>."
+	attempts int
+}
+
+// OpenBucket binds the bucket named in cfg, creating it if it does not exist.
+//
+// Reads that decide safety must come from the stream's leader, so the bucket's
+// stream is set not to answer direct gets (which followers of a replicated
+// stream may answer from stale state); an existing bucket that allows them is
+// updated.
+func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultBucket
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.ConflictRetries == 0 {
+		cfg.ConflictRetries = 5
+	}
+	js := cfg.JetStream
+	if _, err := js.KeyValue(ctx, cfg.Name); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Name,
+			Description: "leaseagent leases",
+			Replicas:    cfg.Replicas,
+			Storage:     cfg.Storage,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, fmt.Errorf("natskv: create bucket %q: %w", cfg.Name, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
+	}
+
+	streamName := "KV_" + cfg.Name
+	stream, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
+	}
+	if stream.CachedInfo().Config.AllowDirect {
+		sc := stream.CachedInfo().Config
+		sc.AllowDirect = false
+		if stream, err = js.UpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("natskv: bucket %q: turn off direct get: %w", cfg.Name, err)
+		}
+	}
+	// Bind after the update so that the handle reads from the leader too.
+	kv, err := js.KeyValue(ctx, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
+	}
+	return &Bucket{
+		name:     cfg.Name,
+		js:       js,
+		kv:       kv,
+		stream:   stream,
+		prefix:   "$KV." + cfg.Name + ".",
+		attempts: cfg.ConflictRetries + 1,
+	}, nil
+}
+
+// Name returns the bucket's name.
+func (b *Bucket) Name() string { return b.name }
+
+// entry is one key's latest state in the bucket.
+type entry struct {
+	key      string
+	revision uint64
+	deleted  bool
+	value    []byte
+}
+
+// errConflict marks a write that lost to another writer.
+var errConflict = fmt.Errorf("%w: revision changed", lease.ErrInvalid)
+
+// write publishes value (or, with del, a delete marker) to key, on condition
+// that the key's latest revision is expect (0: the key has never been
+// written). It returns the revision of the new message, errConflict if the
+// condition failed, or the transport's error.
+func (b *Bucket) write(ctx context.Context, key string, value []byte, del bool, expect uint64) (uint64, error) {
+	backoff := time.Millisecond
+	for attempt := 1; ; attempt++ {
+		msg := &nats.Msg{Subject: b.prefix + key, Data: value, Header: nats.Header{}}
+		if del {
+			msg.Header.Set(kvOperationHeader, kvOperationDelete)
+		}
+		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) {
+			return 0, fmt.Errorf("natskv: write %s: %w", key, err)
+		}
+		switch apiErr.ErrorCode {
+		case codeWrongLastSequence:
+			return 0, errConflict
+		case codeWrongLastSequenceConstant:
+			if attempt >= b.attempts {
+				// The earlier write never settled: treat it as another
+				// writer's, so the caller reloads the key and decides again.
+				return 0, errConflict
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, fmt.Errorf("natskv: write %s: %w", key, ctx.Err())
+			case <-t.C:
+			}
+			backoff *= 2
+		default:
+			return 0, fmt.Errorf("natskv: write %s: %w", key, err)
+		}
+	}
+}
+
+// latest reads the latest state of key from the stream's leader.
+func (b *Bucket) latest(ctx context.Context, key string) (entry, error) {
+	msg, err := b.stream.GetLastMsgForSubject(ctx, b.prefix+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return entry{key: key, deleted: true}, nil
+	}
+	if err != nil {
+		return entry{}, fmt.Errorf("natskv: read %s: %w", key, err)
+	}
+	return entry{key: key, revision: msg.Sequence, deleted: isDelete(msg.Header), value: msg.Data}, nil
+}
+
+// load reads the latest state of every key that matches filter, in one pass
+// over the bucket: deleted keys are included, as their delete markers.
+func (b *Bucket) load(ctx context.Context, filter string) ([]entry, error) {
+	w, err := b.kv.Watch(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("natskv: watch %s: %w", filter, err)
+	}
+	defer w.Stop()
+	var entries []entry
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("natskv: load %s: %w", filter, ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, fmt.Errorf("natskv: load %s: watch stopped", filter)
+			}
+			if e == nil { // every key's latest value has been delivered
+				return entries, nil
+			}
+			entries = append(entries, entry{
+				key:      e.Key(),
+				revision: e.Revision(),
+				deleted:  e.Operation() != jetstream.KeyValuePut,
+				value:    e.Value(),
+			})
+		}
+	}
+}
+
+func isDelete(h nats.Header) bool {
+	switch h.Get(kvOperationHeader) {
+	case kvOperationDelete, kvOperationPurge:
+		return true
+	}
+	// Markers the server writes itself (per-key TTL, purge by limits).
+	return h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// keyPrefix returns the KV key prefix of a namespace, dot included.
+func keyPrefix(namespace string) string {
+	return EscapeName(namespace) + "."
+}
+
+// leaseFromKey returns the lease name stored under key in the namespace whose
+// key prefix is prefix.
+func leaseFromKey(prefix, key string) (string, error) {
+	rest, ok := strings.CutPrefix(key, prefix)
+	if !ok || strings.Contains(rest, ".") {
+		return "", fmt.Errorf("key %q is not a lease key of this namespace", key)
+	}
+	return UnescapeName(rest)
+}

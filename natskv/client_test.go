@@ -1,0 +1,597 @@
+package natskv_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+)
+
+func req(holder string, d time.Duration) lease.Request {
+	return lease.Request{Holder: holder, Duration: d}
+}
+
+// mustHold fails the test unless c's cache says holder holds name until
+// expiry.
+func mustHold(t *testing.T, c *natskv.Client, name, holder string, expiry time.Time) {
+	t.Helper()
+	info, ok := c.Leases()[name]
+	if !ok {
+		t.Fatalf("lease %q not in cache; want held by %q", name, holder)
+	}
+	if info.Holder != holder || !info.Expiry.Equal(expiry) {
+		t.Fatalf("lease %q = holder %q expiry %v; want %q until %v", name, info.Holder, info.Expiry, holder, expiry)
+	}
+}
+
+func mustBeInvalid(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, lease.ErrInvalid) {
+		t.Fatalf("err = %v, want ErrInvalid", err)
+	}
+}
+
+func fence(t *testing.T, c *natskv.Client, name string) uint64 {
+	t.Helper()
+	f, ok := c.Fence(name)
+	if !ok {
+		t.Fatalf("lease %q not held", name)
+	}
+	return f
+}
+
+func TestClaimFreeLease(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("redis", req("unit/0", time.Minute)); err != nil {
+		t.Fatalf("ClaimLease: %v", err)
+	}
+	mustHold(t, c, "redis", "unit/0", epoch.Add(time.Minute))
+	// The record is in the store: a fresh Client sees it.
+	mustHold(t, s.client(t, "ns", clock), "redis", "unit/0", epoch.Add(time.Minute))
+}
+
+func TestClaimHeldLease(t *testing.T) {
+	for _, holder := range []string{"other", "winner"} {
+		t.Run(holder, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			winner, loser := s.client(t, "ns", clock), s.client(t, "ns", clock)
+			if err := winner.ClaimLease("l", req("winner", time.Minute)); err != nil {
+				t.Fatalf("first claim: %v", err)
+			}
+			mustBeInvalid(t, loser.ClaimLease("l", req(holder, time.Minute)))
+			// The loser learned about the winner on the way: first observed
+			// now, so it expires a full minute from now on its clock.
+			mustHold(t, loser, "l", "winner", epoch.Add(time.Minute))
+		})
+	}
+}
+
+func TestExtendByHolderMovesExpiry(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(40 * time.Second)
+	if err := c.ExtendLease("l", req("h", time.Minute)); err != nil {
+		t.Fatalf("ExtendLease: %v", err)
+	}
+	mustHold(t, c, "l", "h", epoch.Add(100*time.Second))
+}
+
+func TestExtendThatWouldShortenIsNoOp(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	before := s.lastRevision(t)
+	clock.Advance(time.Minute)
+	if err := c.ExtendLease("l", req("h", time.Minute)); err != nil {
+		t.Fatalf("ExtendLease: %v", err)
+	}
+	mustHold(t, c, "l", "h", epoch.Add(time.Hour))
+	if after := s.lastRevision(t); after != before {
+		t.Fatalf("no-op extend wrote to the store: revision %d -> %d", before, after)
+	}
+}
+
+func TestExtendInvalid(t *testing.T) {
+	tests := []struct {
+		name   string
+		holder string
+		lease  string
+	}{
+		{"by a non-holder", "other", "held"},
+		{"of a missing lease", "h", "missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			c := s.client(t, "ns", newClock())
+			if err := c.ClaimLease("held", req("h", time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			before := s.lastRevision(t)
+			mustBeInvalid(t, c.ExtendLease(tt.lease, req(tt.holder, time.Minute)))
+			if after := s.lastRevision(t); after != before {
+				t.Fatalf("failed extend wrote to the store: revision %d -> %d", before, after)
+			}
+		})
+	}
+}
+
+func TestExpire(t *testing.T) {
+	tests := []struct {
+		name    string
+		advance time.Duration
+		ok      bool
+	}{
+		{"before expiry", time.Minute - time.Nanosecond, false},
+		{"at exactly expiry", time.Minute, false},
+		{"just after expiry", time.Minute + time.Nanosecond, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			c := s.client(t, "ns", clock)
+			if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(tt.advance)
+			err := c.ExpireLease("l")
+			if !tt.ok {
+				mustBeInvalid(t, err)
+				mustHold(t, c, "l", "h", epoch.Add(time.Minute))
+				return
+			}
+			if err != nil {
+				t.Fatalf("ExpireLease: %v", err)
+			}
+			if _, held := c.Leases()["l"]; held {
+				t.Fatal("expired lease still in cache")
+			}
+			if _, held := s.client(t, "ns", clock).Leases()["l"]; held {
+				t.Fatal("expired lease still in the store")
+			}
+		})
+	}
+}
+
+func TestExpireMissingLease(t *testing.T) {
+	s := newStore(t)
+	mustBeInvalid(t, s.client(t, "ns", newClock()).ExpireLease("missing"))
+}
+
+func TestExpireAfterConcurrentExtend(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	holder, expirer := s.client(t, "ns", clock), s.client(t, "ns", clock)
+	if err := holder.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := expirer.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute)
+	if err := holder.ExtendLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	mustBeInvalid(t, expirer.ExpireLease("l"))
+	// The expirer now knows the extension, first observed now.
+	mustHold(t, expirer, "l", "h", epoch.Add(3*time.Minute))
+	mustHold(t, s.client(t, "ns", clock), "l", "h", epoch.Add(3*time.Minute))
+}
+
+func TestRacingClaimsHaveOneWinner(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	clients := []*natskv.Client{s.client(t, "ns", clock), s.client(t, "ns", clock)}
+	const rounds = 100
+	for round := range rounds {
+		name := "race-" + strings.Repeat("x", round%3) + string(rune('a'+round%26)) + "-" + time.Duration(round).String()
+		errs := make([]error, len(clients))
+		var start, done sync.WaitGroup
+		start.Add(1)
+		for i, c := range clients {
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				start.Wait()
+				errs[i] = c.ClaimLease(name, req("holder-"+string(rune('a'+i)), time.Minute))
+			}()
+		}
+		start.Done()
+		done.Wait()
+		wins := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				wins++
+			case !errors.Is(err, lease.ErrInvalid):
+				t.Fatalf("round %d: unexpected error %v", round, err)
+			}
+		}
+		if wins != 1 {
+			t.Fatalf("round %d: %d winners (%v), want exactly 1", round, wins, errs)
+		}
+		a, b := clients[0].Leases()[name], clients[1].Leases()[name]
+		if a.Holder == "" || a.Holder != b.Holder {
+			t.Fatalf("round %d: clients disagree on the holder: %q vs %q", round, a.Holder, b.Holder)
+		}
+	}
+}
+
+func TestRefreshSeesOtherClientsWritesAndDeletes(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	writer, reader := s.client(t, "ns", clock), s.client(t, "ns", clock)
+	for _, name := range []string{"a", "b"} {
+		if err := writer.ClaimLease(name, req("h", time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Second)
+	if err := reader.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	mustHold(t, reader, "a", "h", epoch.Add(61*time.Second))
+	mustHold(t, reader, "b", "h", epoch.Add(61*time.Second))
+
+	clock.Advance(time.Minute)
+	if err := writer.ExpireLease("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(reader.Leases()); got != 1 {
+		t.Fatalf("after delete, reader has %d leases, want 1: %v", got, reader.Leases())
+	}
+	// b's revision did not change: it keeps the expiry of its first
+	// observation.
+	mustHold(t, reader, "b", "h", epoch.Add(61*time.Second))
+}
+
+func TestClaimAfterExpiry(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("first", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute + 1)
+	if err := c.ExpireLease("l"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ClaimLease("l", req("second", time.Minute)); err != nil {
+		t.Fatalf("claim after expiry: %v", err)
+	}
+	// A Client that never saw the delete marker finds it on the way.
+	other := s.client(t, "ns", clock)
+	mustBeInvalid(t, other.ClaimLease("l", req("third", time.Minute)))
+	mustHold(t, other, "l", "second", clock.Now().Add(time.Minute))
+}
+
+func TestNamespacesAreIsolated(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	a, b := s.client(t, "ns-a", clock), s.client(t, "ns-b", clock)
+	if err := a.ClaimLease("l", req("ha", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ClaimLease("l", req("hb", time.Hour)); err != nil {
+		t.Fatalf("same lease name in another namespace: %v", err)
+	}
+	for _, c := range []*natskv.Client{a, b} {
+		if err := c.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustHold(t, a, "l", "ha", epoch.Add(time.Minute))
+	mustHold(t, b, "l", "hb", epoch.Add(time.Hour))
+	if len(a.Leases()) != 1 || len(b.Leases()) != 1 {
+		t.Fatalf("namespaces leak: a=%v b=%v", a.Leases(), b.Leases())
+	}
+}
+
+// A writer whose wall clock says it wrote long ago must not shorten the
+// lease: a reader expires it d after it first observed the record.
+func TestOthersRecordExpiresByObservation(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	data, err := proto.Marshal(&messages.LeaseRecord{
+		Holder:      "h",
+		Duration:    durationpb.New(time.Minute),
+		WriterId:    "skewed",
+		WriterStart: timestamppb.New(time.Now().Add(-24 * time.Hour)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.put(t, "ns.l", data)
+	clock.Advance(time.Hour) // the reader's clock is unrelated to the writer's
+	c := s.client(t, "ns", clock)
+	observed := clock.Now()
+	mustHold(t, c, "l", "h", observed.Add(time.Minute))
+	clock.Advance(time.Minute)
+	mustBeInvalid(t, c.ExpireLease("l"))
+	clock.Advance(time.Nanosecond)
+	if err := c.ExpireLease("l"); err != nil {
+		t.Fatalf("expire after observation+d: %v", err)
+	}
+}
+
+func TestClockDriftRateDelaysOthersExpiry(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	writer := s.client(t, "ns", clock)
+	if err := writer.ClaimLease("l", req("h", 100*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := natskv.NewClient(natskv.Config{Bucket: s.bucket, Namespace: "ns", Clock: clock, ClockDriftRate: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	mustHold(t, reader, "l", "h", epoch.Add(101*time.Second))
+}
+
+func TestOddNamesRoundTrip(t *testing.T) {
+	names := []string{"mysql/0", "machine:3", "a=b", "日本語", "a-b_c", "x/y:z=1", "ünïcode/ñ"}
+	s := newStore(t)
+	clock := newClock()
+	for _, ns := range []string{"plain", "name/space:1"} {
+		c := s.client(t, ns, clock)
+		for _, name := range names {
+			if err := c.ClaimLease(name, req("holder/"+name, time.Minute)); err != nil {
+				t.Fatalf("claim %q in %q: %v", name, ns, err)
+			}
+		}
+		fresh := s.client(t, ns, clock)
+		got := fresh.Leases()
+		if len(got) != len(names) {
+			t.Fatalf("namespace %q: %d leases read back, want %d: %v", ns, len(got), len(names), got)
+		}
+		for _, name := range names {
+			mustHold(t, fresh, name, "holder/"+name, epoch.Add(time.Minute))
+		}
+	}
+}
+
+func TestFencingTokens(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	var last uint64
+	for i, holder := range []string{"a", "b", "a", "c"} {
+		if err := c.ClaimLease("l", req(holder, time.Minute)); err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+		token := fence(t, c, "l")
+		if token <= last {
+			t.Fatalf("holder change %d: fencing token %d, not above %d", i, token, last)
+		}
+		// Extending keeps the tenure's token, here and in a fresh reader.
+		clock.Advance(time.Second)
+		if err := c.ExtendLease("l", req(holder, 2*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if got := fence(t, c, "l"); got != token {
+			t.Fatalf("extend changed the fencing token: %d -> %d", token, got)
+		}
+		if got := fence(t, s.client(t, "ns", clock), "l"); got != token {
+			t.Fatalf("reader sees fencing token %d, want %d", got, token)
+		}
+		last = token
+		clock.Advance(3 * time.Minute)
+		if err := c.ExpireLease("l"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestTrapdoor(t *testing.T) {
+	s := newStore(t)
+	c := s.client(t, "ns", newClock())
+	if err := c.ClaimLease("mysql/0", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	info := c.Leases()["mysql/0"]
+	if err := info.Trapdoor(nil); err != nil {
+		t.Fatalf("Trapdoor(nil) = %v", err)
+	}
+	var f natskv.Fence
+	if err := info.Trapdoor(&f); err != nil {
+		t.Fatalf("Trapdoor(*Fence) = %v", err)
+	}
+	want := natskv.Fence{Bucket: natskv.DefaultBucket, Key: "ns.mysql=2F0", Revision: fence(t, c, "mysql/0")}
+	if f != want {
+		t.Fatalf("fence = %+v, want %+v", f, want)
+	}
+	for _, key := range []interface{}{"string", f, (*natskv.Fence)(nil)} {
+		if err := info.Trapdoor(key); err == nil {
+			t.Fatalf("Trapdoor(%#v) = nil, want an error", key)
+		}
+	}
+}
+
+func TestLeasesReturnsCopy(t *testing.T) {
+	s := newStore(t)
+	c := s.client(t, "ns", newClock())
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Leases()
+	got["l"] = lease.Info{Holder: "intruder"}
+	got["new"] = lease.Info{Holder: "intruder"}
+	delete(got, "l")
+	after := c.Leases()
+	if len(after) != 1 || after["l"].Holder != "h" {
+		t.Fatalf("changing the returned map changed the Client: %v", after)
+	}
+}
+
+func TestRefreshReportsGarbageRecords(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	good := s.client(t, "ns", clock)
+	if err := good.ClaimLease("good", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	s.put(t, "ns.bad", []byte{0xff, 0xfe, 0x00, 0x01})
+	s.put(t, "ns.bad=", []byte("x")) // a key natskv could not have written
+
+	c, err := natskv.NewClient(natskv.Config{Bucket: s.bucket, Namespace: "ns", Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Refresh()
+	if err == nil {
+		t.Fatal("Refresh over garbage = nil, want an error")
+	}
+	for _, want := range []string{`"ns.bad"`, `"bad="`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Refresh error %q does not name %s", err, want)
+		}
+	}
+	mustHold(t, c, "good", "h", epoch.Add(time.Minute))
+	// Nobody can claim over the garbage: the write is revision-checked.
+	mustBeInvalid(t, c.ClaimLease("bad", req("h", time.Minute)))
+}
+
+func TestBadArgumentsChangeNothing(t *testing.T) {
+	long := strings.Repeat("x", natskv.MaxNameBytes+1)
+	tests := []struct {
+		name  string
+		lease string
+		req   lease.Request
+		want  string
+	}{
+		{"empty lease", "", req("h", time.Minute), "lease name"},
+		{"lease with dot", "a.b", req("h", time.Minute), "lease name"},
+		{"long lease", long, req("h", time.Minute), "bytes long"},
+		{"invalid UTF-8 lease", "\xff", req("h", time.Minute), "UTF-8"},
+		{"empty holder", "l", req("", time.Minute), "holder"},
+		{"holder with space", "l", req("a b", time.Minute), "holder"},
+		{"zero duration", "l", req("h", 0), "duration"},
+		{"negative duration", "l", req("h", -time.Second), "duration"},
+	}
+	s := newStore(t)
+	c := s.client(t, "ns", newClock())
+	before := s.lastRevision(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for op, f := range map[string]func(string, lease.Request) error{
+				"claim": c.ClaimLease, "extend": c.ExtendLease,
+			} {
+				err := f(tt.lease, tt.req)
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("%s: err = %v, want one naming %q", op, err, tt.want)
+				}
+				if errors.Is(err, lease.ErrInvalid) {
+					t.Fatalf("%s: bad argument reported as ErrInvalid (a lost race): %v", op, err)
+				}
+			}
+		})
+	}
+	if after := s.lastRevision(t); after != before {
+		t.Fatalf("bad arguments wrote to the store: revision %d -> %d", before, after)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	s := newStore(t)
+	tests := []struct {
+		name  string
+		cfg   natskv.Config
+		field string
+	}{
+		{"no bucket", natskv.Config{Namespace: "ns"}, "Config.Bucket"},
+		{"empty namespace", natskv.Config{Bucket: s.bucket}, "Config.Namespace"},
+		{"bad namespace", natskv.Config{Bucket: s.bucket, Namespace: "a b"}, "Config.Namespace"},
+		{"negative drift", natskv.Config{Bucket: s.bucket, Namespace: "ns", ClockDriftRate: -0.1}, "Config.ClockDriftRate"},
+		{"drift of one", natskv.Config{Bucket: s.bucket, Namespace: "ns", ClockDriftRate: 1}, "Config.ClockDriftRate"},
+		{"negative timeout", natskv.Config{Bucket: s.bucket, Namespace: "ns", Timeout: -1}, "Config.Timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := natskv.NewClient(tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("NewClient: err = %v, want one naming %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestBucketConfigValidate(t *testing.T) {
+	s := newStore(t)
+	tests := []struct {
+		name  string
+		cfg   natskv.BucketConfig
+		field string
+	}{
+		{"no JetStream", natskv.BucketConfig{}, "BucketConfig.JetStream"},
+		{"bad name", natskv.BucketConfig{JetStream: s.js, Name: "a.b"}, "BucketConfig.Name"},
+		{"too many replicas", natskv.BucketConfig{JetStream: s.js, Replicas: 6}, "BucketConfig.Replicas"},
+		{"negative replicas", natskv.BucketConfig{JetStream: s.js, Replicas: -1}, "BucketConfig.Replicas"},
+		{"bad storage", natskv.BucketConfig{JetStream: s.js, Storage: 7}, "BucketConfig.Storage"},
+		{"negative retries", natskv.BucketConfig{JetStream: s.js, ConflictRetries: -1}, "BucketConfig.ConflictRetries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := natskv.OpenBucket(context.Background(), tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("OpenBucket: err = %v, want one naming %s", err, tt.field)
+			}
+		})
+	}
+}
+
+func TestOpenBucketBindsExistingAndTurnsOffDirectGet(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	c := s.client(t, "ns", newClock())
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := natskv.OpenBucket(ctx, natskv.BucketConfig{JetStream: s.js})
+	if err != nil {
+		t.Fatalf("bind existing bucket: %v", err)
+	}
+	c2, err := natskv.NewClient(natskv.Config{Bucket: again, Namespace: "ns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if c2.Leases()["l"].Holder != "h" {
+		t.Fatalf("rebound bucket lost the lease: %v", c2.Leases())
+	}
+	st, err := s.js.Stream(ctx, "KV_"+natskv.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.CachedInfo().Config.AllowDirect {
+		t.Fatal("bucket stream still allows direct get")
+	}
+}

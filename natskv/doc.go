@@ -1,0 +1,63 @@
+// Package natskv stores leases in a NATS JetStream key-value bucket.
+//
+// A Bucket is one KV bucket, shared by many namespaces. A Client is a
+// lease.Client for one namespace of a Bucket: a cache of that namespace's
+// leases, changed only by the Client's own writes and by Refresh.
+//
+// # Keys
+//
+// A lease is stored under the key "<namespace>.<lease>", each part escaped by
+// EscapeName: names made of ASCII letters, digits, '-' and '_' appear as they
+// are, any other byte as '=' and two hex digits. The value is a
+// messages.LeaseRecord: holder, duration, and, for people reading the bucket,
+// the writer's id and wall-clock start.
+//
+// # Guarantees
+//
+// Every write is revision-checked. A claim is a create-if-absent, an
+// extension an update at the revision the Client last saw, an expiry a delete
+// at that revision. A write that loses a race to another writer is never an
+// overwrite: it fails with an error wrapping lease.ErrInvalid, after the
+// Client has read the lease's latest state from the stream leader. Error
+// 10164, which a replicated bucket can report while an earlier write to the
+// key is still in flight, is retried a bounded number of times.
+//
+// Expiry uses only the Client's own clock (the Clock in Config, monotonic):
+//   - a lease this Client claimed or extended expires its duration after
+//     the write started;
+//   - a record written by anyone else (another Client, another process, an
+//     earlier run of this one) expires its duration after this Client first
+//     observed that revision, plus ClockDriftRate of the duration.
+//
+// Other machines' wall clocks are never consulted, so clocks may disagree by
+// any amount; only their rates are assumed to be close. A new observation
+// only ever pushes an expiry later than the writer's own, so a lease is never
+// expired early by a reader.
+//
+// ExpireLease succeeds only once the Client's clock is strictly past the
+// expiry, and only if the lease has not changed since.
+//
+// # Fencing
+//
+// The KV revision of the record that made a holder the holder is the fencing
+// token of its tenure; extensions carry it forward in the record, so it stays
+// the same while the holder keeps the lease. Revisions are stream sequence
+// numbers, so tokens strictly increase across holder changes of a lease. Pass
+// a *Fence to Info.Trapdoor to receive it, or call Client.Fence.
+//
+// # Reads
+//
+// Refresh loads a namespace with one watch over its keys. Single-key reads,
+// made after a lost race, go to the stream leader: OpenBucket turns off
+// direct get on the bucket's stream, because followers of a replicated
+// stream answer direct gets from state that may be stale.
+//
+// # Limits
+//
+// A Client is not safe for concurrent use; a lease manager owns it and calls
+// it from one goroutine. Write.Run and Client.Load are the exceptions, so
+// that a manager can keep many writes in flight (see Write). The server-side
+// TTL of KV keys is not used: expiry is decided here, to the nanosecond, on
+// the Client's clock. Deleted leases leave a delete marker per key in the
+// bucket.
+package natskv

@@ -1,0 +1,91 @@
+package natskv_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// epoch is where test clocks start; any fixed time does.
+var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// testStore is a real embedded JetStream server with a lease bucket.
+type testStore struct {
+	js     jetstream.JetStream
+	bucket *natskv.Bucket
+}
+
+// newStore starts a JetStream server for the test and opens the default
+// bucket on it. Everything is stopped when the test ends.
+func newStore(t testing.TB) *testStore {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatalf("start server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	b, err := natskv.OpenBucket(context.Background(), natskv.BucketConfig{JetStream: js})
+	if err != nil {
+		t.Fatalf("open bucket: %v", err)
+	}
+	return &testStore{js: js, bucket: b}
+}
+
+// client returns a Client of namespace on the store, on clock, refreshed.
+func (s *testStore) client(t testing.TB, namespace string, clock natskv.Clock) *natskv.Client {
+	t.Helper()
+	c, err := natskv.NewClient(natskv.Config{Bucket: s.bucket, Namespace: namespace, Clock: clock})
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	if err := c.Refresh(); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	return c
+}
+
+// put writes raw bytes under a key of the bucket, bypassing every check.
+func (s *testStore) put(t testing.TB, key string, value []byte) uint64 {
+	t.Helper()
+	kv, err := s.js.KeyValue(context.Background(), natskv.DefaultBucket)
+	if err != nil {
+		t.Fatalf("bind bucket: %v", err)
+	}
+	rev, err := kv.Put(context.Background(), key, value)
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+	return rev
+}
+
+// lastRevision returns the bucket stream's last sequence: it moves with
+// every write, so tests use it to prove that nothing was written.
+func (s *testStore) lastRevision(t testing.TB) uint64 {
+	t.Helper()
+	st, err := s.js.Stream(context.Background(), "KV_"+natskv.DefaultBucket)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	return info.State.LastSeq
+}
+
+func newClock() *clockwork.FakeClock { return clockwork.NewFakeClockAt(epoch) }

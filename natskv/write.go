@@ -1,0 +1,210 @@
+package natskv
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/leaseagent/lease"
+)
+
+type writeKind int
+
+const (
+	claimWrite writeKind = iota
+	extendWrite
+	expireWrite
+)
+
+func (k writeKind) String() string {
+	switch k {
+	case claimWrite:
+		return "claim"
+	case extendWrite:
+		return "extend"
+	default:
+		return "expire"
+	}
+}
+
+// Write is one revision-checked write, prepared by a Client from its cache.
+// It splits an operation in three so that a caller can keep writes for many
+// leases in flight at once: Prepare* on the Client's goroutine, Run on any
+// goroutine, Apply back on the Client's goroutine. Writes for the same lease
+// must be applied in the order they were prepared, one at a time: a Write
+// prepared while another for the same lease is in flight expects a revision
+// that the first will change.
+type Write struct {
+	bucket   *Bucket
+	kind     writeKind
+	lease    string
+	key      string
+	expect   uint64
+	fence    uint64 // claim revision carried by an extension; 0 for a claim
+	data     []byte
+	holder   string
+	duration time.Duration
+	start    time.Time // the Client's clock when the write was prepared
+	noop     bool
+
+	// Set by Run.
+	ran      bool
+	revision uint64
+	err      error
+	latest   *entry // the key's state after a lost race, if it could be read
+	readErr  error
+}
+
+// Lease returns the name of the lease the write is for.
+func (w *Write) Lease() string { return w.lease }
+
+// NoOp reports whether the write has nothing to do: an extension that would
+// not move the expiry later.
+func (w *Write) NoOp() bool { return w.noop }
+
+// PrepareClaim prepares the write that makes request.Holder the holder of a
+// lease that is not held. It returns ErrInvalid if the cache says the lease
+// is held, and an error naming the problem for invalid arguments.
+func (c *Client) PrepareClaim(name string, request lease.Request) (*Write, error) {
+	if err := c.checkArgs(name, &request); err != nil {
+		return nil, err
+	}
+	s := c.known[name]
+	if s != nil && s.held {
+		return nil, fmt.Errorf("%w: claim %q: held by %q", lease.ErrInvalid, name, s.holder)
+	}
+	var expect uint64
+	if s != nil {
+		expect = s.revision // the delete marker left by the last holder
+	}
+	return c.prepareRecord(claimWrite, name, request, expect, 0)
+}
+
+// PrepareExtend prepares the write that extends a lease held by
+// request.Holder to request.Duration from now. If that would not move the
+// expiry later, the Write is a no-op that succeeds. It returns ErrInvalid if
+// the cache says request.Holder does not hold the lease.
+func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, error) {
+	if err := c.checkArgs(name, &request); err != nil {
+		return nil, err
+	}
+	s := c.known[name]
+	switch {
+	case s == nil || !s.held:
+		return nil, fmt.Errorf("%w: extend %q: not held", lease.ErrInvalid, name)
+	case s.holder != request.Holder:
+		return nil, fmt.Errorf("%w: extend %q: held by %q, not %q", lease.ErrInvalid, name, s.holder, request.Holder)
+	}
+	w, err := c.prepareRecord(extendWrite, name, request, s.revision, s.fence)
+	if err != nil {
+		return nil, err
+	}
+	w.noop = !w.start.Add(request.Duration).After(s.expiry)
+	return w, nil
+}
+
+// PrepareExpire prepares the delete of a lease whose expiry has passed on the
+// Client's clock. It returns ErrInvalid if the cache says the lease is not
+// held or has not expired.
+func (c *Client) PrepareExpire(name string) (*Write, error) {
+	if err := checkName("lease", name); err != nil {
+		return nil, err
+	}
+	s := c.known[name]
+	if s == nil || !s.held {
+		return nil, fmt.Errorf("%w: expire %q: not held", lease.ErrInvalid, name)
+	}
+	now := c.clock.Now()
+	if !now.After(s.expiry) {
+		return nil, fmt.Errorf("%w: expire %q: not expired for another %v", lease.ErrInvalid, name, s.expiry.Sub(now))
+	}
+	return &Write{
+		bucket: c.bucket, kind: expireWrite, lease: name, key: s.key,
+		expect: s.revision, holder: s.holder, start: now,
+	}, nil
+}
+
+func (c *Client) checkArgs(name string, request *lease.Request) error {
+	if err := checkName("lease", name); err != nil {
+		return err
+	}
+	if err := request.Validate(); err != nil {
+		return err
+	}
+	return checkName("holder", request.Holder)
+}
+
+func (c *Client) prepareRecord(kind writeKind, name string, r lease.Request, expect, fence uint64) (*Write, error) {
+	start := c.clock.Now()
+	data, err := c.encodeRecord(name, r, fence, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("natskv: %s %q: encode record: %w", kind, name, err)
+	}
+	return &Write{
+		bucket: c.bucket, kind: kind, lease: name, key: c.prefix + EscapeName(name),
+		expect: expect, fence: fence, data: data, holder: r.Holder, duration: r.Duration, start: start,
+	}, nil
+}
+
+// Run performs the write. If it loses a race, it reads the key's latest
+// state for Apply to install. Run may be called on any goroutine, once.
+func (w *Write) Run(ctx context.Context) {
+	if w.ran {
+		return
+	}
+	w.ran = true
+	if w.noop {
+		return
+	}
+	w.revision, w.err = w.bucket.write(ctx, w.key, w.data, w.kind == expireWrite, w.expect)
+	if errors.Is(w.err, errConflict) {
+		e, err := w.bucket.latest(ctx, w.key)
+		w.readErr = err
+		if err == nil {
+			w.latest = &e
+			// Observed now: not earlier than the write that beat us.
+		}
+	}
+}
+
+// Apply records the outcome of a Write that has run and returns it: nil on
+// success, an error wrapping ErrInvalid if another writer got there first (the
+// cache then holds the store's latest state of the lease, if it could be
+// read), or the store's error.
+func (c *Client) Apply(w *Write) error {
+	if !w.ran {
+		return fmt.Errorf("natskv: %s %q: write applied before it ran", w.kind, w.lease)
+	}
+	if w.noop {
+		return nil
+	}
+	switch {
+	case errors.Is(w.err, errConflict):
+		if w.readErr != nil {
+			return fmt.Errorf("natskv: %s %q: %w (and reading the latest failed: %v)", w.kind, w.lease, w.err, w.readErr)
+		}
+		if err := c.observe(w.lease, *w.latest, c.clock.Now()); err != nil {
+			return fmt.Errorf("natskv: %s %q: %w (and %v)", w.kind, w.lease, w.err, err)
+		}
+		return fmt.Errorf("natskv: %s %q: %w", w.kind, w.lease, w.err)
+	case w.err != nil:
+		return w.err
+	}
+	switch w.kind {
+	case expireWrite:
+		c.known[w.lease] = &state{key: w.key, revision: w.revision}
+	default:
+		c.known[w.lease] = &state{
+			key:      w.key,
+			revision: w.revision,
+			fence:    cmp.Or(w.fence, w.revision),
+			held:     true,
+			holder:   w.holder,
+			duration: w.duration,
+			expiry:   w.start.Add(w.duration),
+		}
+	}
+	return nil
+}
