@@ -3,7 +3,6 @@ module github.com/leaseagent/lease
 go 1.26.0
 
 require (
-	github.com/jonboulle/clockwork v0.5.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/nats-io/nuid v1.0.1

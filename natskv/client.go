@@ -15,19 +15,16 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/messages"
 )
 
 // Clock tells the time. Expiry decisions use only differences between its
-// readings, so it must be monotonic: time.Now's readings are, and so are a
-// test clock's.
+// readings, so it must be monotonic: clock.System's readings are, and so are
+// a test clock's.
 type Clock interface {
 	Now() time.Time
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // Config configures a Client.
 type Config struct {
@@ -124,7 +121,7 @@ func NewClient(cfg Config) (*Client, error) {
 		known:     make(map[string]*state),
 	}
 	if c.clock == nil {
-		c.clock = systemClock{}
+		c.clock = clock.System()
 	}
 	if c.writerID == "" {
 		c.writerID = nuid.Next()
@@ -193,6 +190,12 @@ func (c *Client) ClaimLeaseContext(ctx context.Context, name string, request lea
 // and succeeds.
 func (c *Client) ExtendLeaseContext(ctx context.Context, name string, request lease.Request) error {
 	return c.do(ctx, name, func() (*Write, error) { return c.PrepareExtend(name, request) })
+}
+
+// ReleaseLeaseContext removes a lease that holder holds, before its expiry.
+// It returns ErrInvalid if holder does not hold it.
+func (c *Client) ReleaseLeaseContext(ctx context.Context, name, holder string) error {
+	return c.do(ctx, name, func() (*Write, error) { return c.PrepareRelease(name, holder) })
 }
 
 // ExpireLeaseContext removes a lease whose expiry has passed on the Client's
@@ -297,26 +300,38 @@ func (c *Client) RefreshContext(ctx context.Context) error {
 // Snapshot is the state of a namespace read from the bucket by Load.
 type Snapshot struct {
 	entries []entry
+	// upTo is the bucket's last revision before the read began: every key
+	// written at or before it is in entries, unless it has been purged.
+	upTo uint64
 }
 
 // Load reads the namespace's leases from the bucket without touching the
 // cache; ApplySnapshot installs the result. Unlike the rest of the Client,
 // Load may run on any goroutine.
 func (c *Client) Load(ctx context.Context) (*Snapshot, error) {
+	upTo, err := c.bucket.lastRevision(ctx)
+	if err != nil {
+		return nil, err
+	}
 	entries, err := c.bucket.load(ctx, c.prefix+"*")
 	if err != nil {
 		return nil, err
 	}
-	return &Snapshot{entries: entries}, nil
+	return &Snapshot{entries: entries, upTo: upTo}, nil
 }
 
-// ApplySnapshot replaces the cache with snap. A key whose cached revision is
-// newer than the snapshot's (a write that finished after the snapshot was
-// read) keeps its cached state.
+// ApplySnapshot replaces the cache with snap. What the Client wrote after
+// the snapshot was read (possible when Load ran beside writes) is newer than
+// the snapshot, and stays.
 func (c *Client) ApplySnapshot(snap *Snapshot) error {
 	now := c.clock.Now()
 	old := c.known
 	c.known = make(map[string]*state, len(snap.entries))
+	for name, s := range old {
+		if s.revision > snap.upTo {
+			c.known[name] = s
+		}
+	}
 	var errs []error
 	for _, e := range snap.entries {
 		name, err := leaseFromKey(c.prefix, e.key)

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jonboulle/clockwork"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseagent/lease/clock/clocktest"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/natskv"
 )
@@ -88,4 +88,4 @@ func (s *testStore) lastRevision(t testing.TB) uint64 {
 	return info.State.LastSeq
 }
 
-func newClock() *clockwork.FakeClock { return clockwork.NewFakeClockAt(epoch) }
+func newClock() *clocktest.Fake { return clocktest.NewFake(epoch) }
