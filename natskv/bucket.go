@@ -217,6 +217,15 @@ func (b *Bucket) latest(ctx context.Context, key string) (entry, error) {
 	return entry{key: key, revision: msg.Sequence, deleted: isDelete(msg.Header), value: msg.Data}, nil
 }
 
+// lastRevision returns the revision of the bucket's latest write.
+func (b *Bucket) lastRevision(ctx context.Context) (uint64, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("natskv: bucket %q: %w", b.name, err)
+	}
+	return info.State.LastSeq, nil
+}
+
 // load reads the latest state of every key that matches filter, in one pass
 // over the bucket: deleted keys are included, as their delete markers.
 func (b *Bucket) load(ctx context.Context, filter string) ([]entry, error) {

@@ -595,3 +595,63 @@ func TestOpenBucketBindsExistingAndTurnsOffDirectGet(t *testing.T) {
 		t.Fatal("bucket stream still allows direct get")
 	}
 }
+
+func TestRelease(t *testing.T) {
+	tests := []struct {
+		name   string
+		holder string
+		ok     bool
+	}{
+		{"by the holder before expiry", "h", true},
+		{"by another holder", "other", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			c := s.client(t, "ns", clock)
+			if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			err := c.ReleaseLeaseContext(context.Background(), "l", tt.holder)
+			if !tt.ok {
+				mustBeInvalid(t, err)
+				mustHold(t, c, "l", "h", epoch.Add(time.Minute))
+				return
+			}
+			if err != nil {
+				t.Fatalf("release: %v", err)
+			}
+			if _, held := s.client(t, "ns", clock).Leases()["l"]; held {
+				t.Fatal("released lease still in the store")
+			}
+		})
+	}
+}
+
+// A snapshot read while the Client was writing must not undo the writes
+// that finished after it was read.
+func TestSnapshotKeepsNewerWrites(t *testing.T) {
+	s := newStore(t)
+	c := s.client(t, "ns", newClock())
+	if err := c.ClaimLease("old", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := c.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ClaimLease("new", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReleaseLeaseContext(context.Background(), "old", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Leases()
+	if _, ok := got["new"]; !ok || len(got) != 1 {
+		t.Fatalf("after applying an older snapshot: %v, want only \"new\"", got)
+	}
+}

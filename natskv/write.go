@@ -16,6 +16,7 @@ const (
 	claimWrite writeKind = iota
 	extendWrite
 	expireWrite
+	releaseWrite
 )
 
 func (k writeKind) String() string {
@@ -24,8 +25,10 @@ func (k writeKind) String() string {
 		return "claim"
 	case extendWrite:
 		return "extend"
-	default:
+	case expireWrite:
 		return "expire"
+	default:
+		return "release"
 	}
 }
 
@@ -59,6 +62,18 @@ type Write struct {
 
 // Lease returns the name of the lease the write is for.
 func (w *Write) Lease() string { return w.lease }
+
+// Holder returns the holder the write records, or, for a delete, the holder
+// whose record it removes.
+func (w *Write) Holder() string { return w.holder }
+
+// Revision returns the revision the write created (for a delete, that of the
+// delete marker), once Apply has returned nil.
+func (w *Write) Revision() uint64 { return w.revision }
+
+// Expected returns the revision the write expects to replace: for a delete,
+// the revision of the record it removes.
+func (w *Write) Expected() uint64 { return w.expect }
 
 // NoOp reports whether the write has nothing to do: an extension that would
 // not move the expiry later.
@@ -126,6 +141,29 @@ func (c *Client) PrepareExpire(name string) (*Write, error) {
 	}, nil
 }
 
+// PrepareRelease prepares the delete of a lease that holder holds, before its
+// expiry: the holder gives the lease up. It returns ErrInvalid if the cache
+// says holder does not hold the lease.
+func (c *Client) PrepareRelease(name, holder string) (*Write, error) {
+	if err := checkName("lease", name); err != nil {
+		return nil, err
+	}
+	if err := checkName("holder", holder); err != nil {
+		return nil, err
+	}
+	s := c.known[name]
+	switch {
+	case s == nil || !s.held:
+		return nil, fmt.Errorf("%w: release %q: not held", lease.ErrInvalid, name)
+	case s.holder != holder:
+		return nil, fmt.Errorf("%w: release %q: held by %q, not %q", lease.ErrInvalid, name, s.holder, holder)
+	}
+	return &Write{
+		bucket: c.bucket, kind: releaseWrite, lease: name, key: s.key,
+		expect: s.revision, holder: s.holder, start: c.clock.Now(),
+	}, nil
+}
+
 func (c *Client) checkArgs(name string, request *lease.Request) error {
 	if err := checkName("lease", name); err != nil {
 		return err
@@ -158,7 +196,8 @@ func (w *Write) Run(ctx context.Context) {
 	if w.noop {
 		return
 	}
-	w.revision, w.err = w.bucket.write(ctx, w.key, w.data, w.kind == expireWrite, w.expect)
+	del := w.kind == expireWrite || w.kind == releaseWrite
+	w.revision, w.err = w.bucket.write(ctx, w.key, w.data, del, w.expect)
 	if errors.Is(w.err, errConflict) {
 		e, err := w.bucket.latest(ctx, w.key)
 		w.readErr = err
@@ -193,7 +232,7 @@ func (c *Client) Apply(w *Write) error {
 		return w.err
 	}
 	switch w.kind {
-	case expireWrite:
+	case expireWrite, releaseWrite:
 		c.known[w.lease] = &state{key: w.key, revision: w.revision}
 	default:
 		c.known[w.lease] = &state{
