@@ -65,7 +65,7 @@ func (c Config) Validate() error {
 	case c.WriterID != "" && strings.ContainsFunc(c.WriterID, func(r rune) bool { return r < ' ' }):
 		return fmt.Errorf("natskv: Config.WriterID: %q contains control characters", c.WriterID)
 	}
-	if err := checkName("namespace", c.Namespace); err != nil {
+	if err := CheckName("namespace", c.Namespace); err != nil {
 		return fmt.Errorf("natskv: Config.Namespace: %w", err)
 	}
 	return nil
@@ -260,6 +260,23 @@ func (c *Client) Fence(name string) (uint64, bool) {
 		return 0, false
 	}
 	return s.fence, true
+}
+
+// Expiring returns, in name order, the held leases whose expiry is before
+// now, and the earliest expiry of the others (ok is false if there are none).
+// It reads the cache only.
+func (c *Client) Expiring(now time.Time) (due []string, next time.Time, ok bool) {
+	for name, s := range c.known {
+		switch {
+		case !s.held:
+		case now.After(s.expiry):
+			due = append(due, name)
+		case !ok || s.expiry.Before(next):
+			next, ok = s.expiry, true
+		}
+	}
+	sort.Strings(due)
+	return due, next, ok
 }
 
 func (c *Client) info(s *state) lease.Info {

@@ -655,3 +655,22 @@ func TestSnapshotKeepsNewerWrites(t *testing.T) {
 		t.Fatalf("after applying an older snapshot: %v, want only \"new\"", got)
 	}
 }
+
+func TestExpiring(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	for name, d := range map[string]time.Duration{"b": time.Second, "a": time.Second, "c": time.Minute, "d": time.Hour} {
+		if err := c.ClaimLease(name, req("h", d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, next, ok := c.Expiring(clock.Now().Add(time.Second))
+	if len(due) != 0 || !ok || !next.Equal(epoch.Add(time.Second)) {
+		t.Fatalf("at expiry: due %v, next %v %v; want none due, next at %v", due, next, ok, epoch.Add(time.Second))
+	}
+	due, next, ok = c.Expiring(clock.Now().Add(time.Second + 1))
+	if strings.Join(due, ",") != "a,b" || !ok || !next.Equal(epoch.Add(time.Minute)) {
+		t.Fatalf("just after: due %v, next %v %v; want a,b due, next at %v", due, next, ok, epoch.Add(time.Minute))
+	}
+}

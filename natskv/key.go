@@ -81,9 +81,11 @@ func UnescapeName(escaped string) (string, error) {
 	return b.String(), nil
 }
 
-// checkName returns an error naming what of a lease or namespace name is
-// wrong.
-func checkName(what, name string) error {
+// CheckName returns an error naming what is wrong with a namespace, lease
+// or holder name (what says which): it must satisfy lease.ValidateString, be
+// valid UTF-8 (it is stored in protobuf strings) and be at most MaxNameBytes
+// long.
+func CheckName(what, name string) error {
 	if err := lease.ValidateString(name); err != nil {
 		return fmt.Errorf("invalid %s name: %w", what, err)
 	}

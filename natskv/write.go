@@ -45,7 +45,7 @@ type Write struct {
 	lease    string
 	key      string
 	expect   uint64
-	fence    uint64 // claim revision carried by an extension; 0 for a claim
+	fence    uint64 // token of the tenure extended or ended; 0 for a claim
 	data     []byte
 	holder   string
 	duration time.Duration
@@ -71,9 +71,23 @@ func (w *Write) Holder() string { return w.holder }
 // delete marker), once Apply has returned nil.
 func (w *Write) Revision() uint64 { return w.revision }
 
-// Expected returns the revision the write expects to replace: for a delete,
-// the revision of the record it removes.
-func (w *Write) Expected() uint64 { return w.expect }
+// Claims reports whether the write gives the lease a new holder (a claim,
+// not an extension).
+func (w *Write) Claims() bool { return w.kind == claimWrite }
+
+// Deletes reports whether the write removes the lease (an expiry or a
+// release).
+func (w *Write) Deletes() bool { return w.kind == expireWrite || w.kind == releaseWrite }
+
+// Fence returns the fencing token of the tenure the write is about: for a
+// claim, the revision it created (once applied); otherwise the token of the
+// tenure it extends or ends.
+func (w *Write) Fence() uint64 {
+	if w.kind == claimWrite {
+		return w.revision
+	}
+	return w.fence
+}
 
 // NoOp reports whether the write has nothing to do: an extension that would
 // not move the expiry later.
@@ -124,7 +138,7 @@ func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, erro
 // Client's clock. It returns ErrInvalid if the cache says the lease is not
 // held or has not expired.
 func (c *Client) PrepareExpire(name string) (*Write, error) {
-	if err := checkName("lease", name); err != nil {
+	if err := CheckName("lease", name); err != nil {
 		return nil, err
 	}
 	s := c.known[name]
@@ -137,7 +151,7 @@ func (c *Client) PrepareExpire(name string) (*Write, error) {
 	}
 	return &Write{
 		bucket: c.bucket, kind: expireWrite, lease: name, key: s.key,
-		expect: s.revision, holder: s.holder, start: now,
+		expect: s.revision, fence: s.fence, holder: s.holder, start: now,
 	}, nil
 }
 
@@ -145,10 +159,10 @@ func (c *Client) PrepareExpire(name string) (*Write, error) {
 // expiry: the holder gives the lease up. It returns ErrInvalid if the cache
 // says holder does not hold the lease.
 func (c *Client) PrepareRelease(name, holder string) (*Write, error) {
-	if err := checkName("lease", name); err != nil {
+	if err := CheckName("lease", name); err != nil {
 		return nil, err
 	}
-	if err := checkName("holder", holder); err != nil {
+	if err := CheckName("holder", holder); err != nil {
 		return nil, err
 	}
 	s := c.known[name]
@@ -160,18 +174,18 @@ func (c *Client) PrepareRelease(name, holder string) (*Write, error) {
 	}
 	return &Write{
 		bucket: c.bucket, kind: releaseWrite, lease: name, key: s.key,
-		expect: s.revision, holder: s.holder, start: c.clock.Now(),
+		expect: s.revision, fence: s.fence, holder: s.holder, start: c.clock.Now(),
 	}, nil
 }
 
 func (c *Client) checkArgs(name string, request *lease.Request) error {
-	if err := checkName("lease", name); err != nil {
+	if err := CheckName("lease", name); err != nil {
 		return err
 	}
 	if err := request.Validate(); err != nil {
 		return err
 	}
-	return checkName("holder", request.Holder)
+	return CheckName("holder", request.Holder)
 }
 
 func (c *Client) prepareRecord(kind writeKind, name string, r lease.Request, expect, fence uint64) (*Write, error) {
