@@ -33,9 +33,13 @@ func (f *Fake) Now() time.Time {
 	return f.now
 }
 
-// AfterFunc schedules fn to run once the fake time reaches Now()+d; with d
-// <= 0 it runs at the next Advance (of any length, even zero).
+// AfterFunc schedules fn to run once the fake time reaches Now()+d. With d
+// <= 0, fn runs at once, before AfterFunc returns.
 func (f *Fake) AfterFunc(d time.Duration, fn func()) clock.Timer {
+	if d <= 0 {
+		fn()
+		return &fakeTimer{clock: f}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.seq++
@@ -75,6 +79,15 @@ func (f *Fake) Advance(d time.Duration) {
 		f.mu.Unlock()
 		t.fn() // outside the lock: fn may use the clock
 	}
+}
+
+// Set moves the clock to t, forward or back, without running timers: those
+// that fell due run at the next Advance. It stands for a process whose
+// timers fire late.
+func (f *Fake) Set(t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = t
 }
 
 // Timers returns how many timers are pending.

@@ -63,12 +63,28 @@ func TestTimerSetFromATimerRunsInTheSameAdvance(t *testing.T) {
 	}
 }
 
-func TestZeroDelayRunsOnNextAdvance(t *testing.T) {
+func TestZeroDelayRunsAtOnce(t *testing.T) {
 	c := clocktest.NewFake(t0)
 	ran := false
-	c.AfterFunc(0, func() { ran = true })
+	timer := c.AfterFunc(0, func() { ran = true })
+	if !ran {
+		t.Fatal("zero-delay timer did not run in AfterFunc")
+	}
+	if timer.Stop() {
+		t.Fatal("Stop of a timer that ran = true")
+	}
+}
+
+func TestSetRunsNoTimersUntilTheNextAdvance(t *testing.T) {
+	c := clocktest.NewFake(t0)
+	ran := false
+	c.AfterFunc(time.Second, func() { ran = true })
+	c.Set(t0.Add(time.Minute))
+	if ran || !c.Now().Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after Set: ran %v, now %v", ran, c.Now())
+	}
 	c.Advance(0)
 	if !ran {
-		t.Fatal("zero-delay timer did not run on Advance(0)")
+		t.Fatal("timer that fell due during Set did not run at the next Advance")
 	}
 }
