@@ -1,0 +1,157 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseagent/lease/clock"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPrefix       = "lease"
+	DefaultMaxSleep     = time.Minute
+	DefaultMaxDuration  = time.Hour
+	DefaultClaimRetries = 3
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// Config configures a Manager. Zero values take the defaults named.
+type Config struct {
+	// Conn is the NATS connection used for the JetStream bucket and for
+	// events; required. The Manager does not close it.
+	Conn *nats.Conn
+
+	// Bucket, Replicas and Storage say which KV bucket holds the leases
+	// and how to create it if it is missing (see natskv.BucketConfig).
+	Bucket   string
+	Replicas int
+	Storage  jetstream.StorageType
+
+	// Clock decides expiry; clock.System() if nil.
+	Clock clock.Clock
+
+	// Prefix begins the subjects events are published on:
+	// <Prefix>.expired.<namespace>.<lease> and
+	// <Prefix>.claimed.<namespace>.<lease>. DefaultPrefix if empty.
+	Prefix string
+
+	// MaxSleep bounds how long a namespace goes without looking at the
+	// store: at least this often it reloads its leases, so changes made
+	// by other writers are seen even when no request arrives.
+	// DefaultMaxSleep if zero.
+	MaxSleep time.Duration
+
+	// MaxDuration is the longest lease a Claim may ask for.
+	// DefaultMaxDuration if zero.
+	MaxDuration time.Duration
+
+	// ClaimRetries is how many times a claim that lost a race in the store
+	// is decided again from the refreshed state. DefaultClaimRetries if
+	// zero.
+	ClaimRetries int
+
+	// WriteTimeout bounds each store read and write.
+	// DefaultWriteTimeout if zero.
+	WriteTimeout time.Duration
+
+	// ClockDriftRate and WriterID are passed to each namespace's
+	// natskv.Client.
+	ClockDriftRate float64
+	WriterID       string
+
+	// Logger receives the Manager's logs and, at warning level and above,
+	// Proto.Actor's. slog.Default() if nil.
+	Logger *slog.Logger
+
+	// hooks lets this package's tests reach inside; nil in production.
+	hooks *hooks
+}
+
+// hooks are test seams. Each is optional.
+type hooks struct {
+	// runWrite performs a store write instead of w.Run.
+	runWrite func(ctx context.Context, w *natskv.Write)
+	// receive sees every message a namespace actor handles, first; it may
+	// panic.
+	receive func(namespace string, msg any)
+	// loaded is called after a namespace actor installs a snapshot.
+	loaded func(namespace string)
+	// newStore replaces the natskv.Client of a namespace.
+	newStore func(namespace string, b *natskv.Bucket) (store, error)
+}
+
+// Validate returns an error naming the first field that is not valid.
+func (c Config) Validate() error {
+	switch {
+	case c.Conn == nil:
+		return errors.New("actors: Config.Conn: must not be nil")
+	case c.Prefix != "" && !validPrefix(c.Prefix):
+		return fmt.Errorf("actors: Config.Prefix: %q is not a NATS subject prefix of plain tokens", c.Prefix)
+	case c.MaxSleep < 0:
+		return fmt.Errorf("actors: Config.MaxSleep: %v is negative", c.MaxSleep)
+	case c.MaxDuration < 0:
+		return fmt.Errorf("actors: Config.MaxDuration: %v is negative", c.MaxDuration)
+	case c.ClaimRetries < 0:
+		return fmt.Errorf("actors: Config.ClaimRetries: %d is negative", c.ClaimRetries)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("actors: Config.WriteTimeout: %v is negative", c.WriteTimeout)
+	case c.ClockDriftRate < 0 || c.ClockDriftRate >= 1:
+		return fmt.Errorf("actors: Config.ClockDriftRate: %v is not in [0, 1)", c.ClockDriftRate)
+	}
+	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage}).Validate(); err != nil {
+		return fmt.Errorf("actors: Config: %w", err)
+	}
+	return nil
+}
+
+// noJetStream stands in for the JetStream context while the bucket fields
+// are validated; nothing calls it.
+type noJetStream struct{ jetstream.JetStream }
+
+func (c Config) withDefaults() Config {
+	if c.Clock == nil {
+		c.Clock = clock.System()
+	}
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.MaxSleep == 0 {
+		c.MaxSleep = DefaultMaxSleep
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = DefaultMaxDuration
+	}
+	if c.ClaimRetries == 0 {
+		c.ClaimRetries = DefaultClaimRetries
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.hooks == nil {
+		c.hooks = &hooks{}
+	}
+	return c
+}
+
+// validPrefix reports whether p is one or more dot-separated tokens of
+// plain characters, so that subjects built on it have no wildcards.
+func validPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || natskv.EscapeName(tok) != tok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,70 @@
+// Package actors is the lease manager: Proto.Actor actors that own the
+// leases of a NATS JetStream KV bucket, one actor per namespace.
+//
+// A Manager starts a manager actor, which starts the actor of a namespace
+// the first time a request names it and supervises it. The namespace actor
+// owns that namespace's natskv.Client; nothing else touches it. It decides
+// claims from the Client's cache, writes through it, keeps time, expires
+// leases, wakes waiters and publishes events. (*Manager).Namespace returns a
+// handle that implements lease.Claimer and lease.Checker, with
+// context-taking twins of each call, a listing and a release.
+//
+// # Decisions
+//
+//   - Claim: a free lease is claimed; the holder's own lease is extended;
+//     another holder's lease is denied (ErrClaimDenied, nothing written),
+//     unless its expiry has passed, in which case it is expired and then
+//     claimed in the same call. A write that loses a race in the store is
+//     decided again from the store's latest state, up to ClaimRetries times.
+//   - Check: answered from the actor's state; on a miss (not held, or held
+//     by someone else) the namespace is reloaded once and the answer comes
+//     from the reloaded state. A lease past its expiry is not held, even
+//     before it has been removed.
+//   - WaitUntilExpired: returns at once if the lease is not held, otherwise
+//     when it expires or is released.
+//   - Release: the holder gives the lease up now; others get ErrNotHeld.
+//
+// # Time
+//
+// Expiry follows natskv's clock rule on the Config's Clock: a lease this
+// Manager wrote expires its duration after the write started; one written by
+// anyone else expires its duration after this Manager first saw it. Each
+// namespace keeps one timer, set just after its earliest expiry and never
+// further than MaxSleep away. When it fires, the due leases are expired one
+// after another in name order (a lost race means someone else changed the
+// lease, and is skipped), then the namespace is reloaded, which also picks
+// up changes made by other writers.
+//
+// # Events
+//
+// When a lease expires or is released, messages.ExpiredEvent is published
+// on <prefix>.expired.<namespace>.<lease>; when a lease gets a new holder,
+// messages.ClaimedEvent on <prefix>.claimed.<namespace>.<lease>. Names are
+// escaped as natskv.EscapeName does. Events are published with core NATS:
+// at most once, and lost if nobody is subscribed or the connection drops.
+// Use them to wake up early, not as the only source of truth.
+//
+// # Concurrency
+//
+// Receive never blocks. Store writes run on their own goroutines and come
+// back to the actor as messages, so writes for different leases are in
+// flight together; writes for one lease run one at a time, in order of
+// arrival. A slow write for one lease delays only requests for that lease.
+//
+// # Failures
+//
+// If a namespace actor panics it is restarted with the store (and the
+// observation times in its cache) it had; it reloads the namespace. The
+// request that crashed it, and every other request it was serving, fail at
+// once with ErrUnavailable. More than ten panics in a minute stop the actor;
+// the next request for the namespace starts a new one. Stop fails pending
+// calls with ErrStopped.
+//
+// # Limits
+//
+// A Manager assumes it is the only lease manager writing its namespaces:
+// other writers are safe (every write is revision-checked, so a lost race is
+// never an overwrite) but are seen only on a reload, so a Check may miss
+// their claims until then. Sharing namespaces between agents safely is the
+// job of namespace ownership, a layer above this one.
+package actors

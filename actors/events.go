@@ -1,0 +1,45 @@
+package actors
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// Subject returns the subject of an event of kind ("expired" or "claimed")
+// about a lease: <prefix>.<kind>.<namespace>.<lease>, names escaped by
+// natskv.EscapeName (plain names appear as they are).
+func Subject(prefix, kind, namespace, leaseName string) string {
+	return prefix + "." + kind + "." + natskv.EscapeName(namespace) + "." + natskv.EscapeName(leaseName)
+}
+
+// publishExpired announces that a lease was expired or released.
+func (a *namespaceActor) publishExpired(leaseName, holder string, revision uint64) {
+	a.publish(Subject(a.rt.cfg.Prefix, "expired", a.name, leaseName), &messages.ExpiredEvent{
+		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
+	})
+}
+
+// publishClaimed announces that a lease has a new holder.
+func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint64, d time.Duration) {
+	a.publish(Subject(a.rt.cfg.Prefix, "claimed", a.name, leaseName), &messages.ClaimedEvent{
+		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
+		Duration: durationpb.New(d),
+	})
+}
+
+// publish sends an event without waiting: nats.go buffers it, and a lost
+// event costs waiters at most one poll interval (they re-ask).
+func (a *namespaceActor) publish(subject string, m proto.Message) {
+	data, err := proto.Marshal(m)
+	if err == nil {
+		err = a.rt.cfg.Conn.Publish(subject, data)
+	}
+	if err != nil {
+		a.log.Warn("publish event failed", "subject", subject, "error", err)
+	}
+}

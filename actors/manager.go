@@ -1,0 +1,181 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/leaseagent/lease/natskv"
+)
+
+// Errors of the Manager, beside those of package lease.
+var (
+	// ErrStopped is returned by calls made to, or pending in, a Manager
+	// that has stopped.
+	ErrStopped = errors.New("lease manager stopped")
+
+	// ErrUnavailable means the request could not be served now (the store
+	// did not answer, or the namespace's actor restarted); it may be
+	// retried, and allows no inference about who holds the lease.
+	ErrUnavailable = errors.New("lease manager unavailable")
+
+	// ErrInvalidArgument means a request named something invalid; nothing
+	// changed.
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+// runtime is what every actor of a Manager shares, read-only.
+type runtime struct {
+	cfg    Config
+	bucket *natskv.Bucket
+	ctx    context.Context // cancelled by Stop: aborts store operations
+	system *actor.ActorSystem
+}
+
+func (rt *runtime) newStore(namespace string) (store, error) {
+	if h := rt.cfg.hooks.newStore; h != nil {
+		return h(namespace, rt.bucket)
+	}
+	return natskv.NewClient(natskv.Config{
+		Bucket:         rt.bucket,
+		Namespace:      namespace,
+		Clock:          rt.cfg.Clock,
+		WriterID:       rt.cfg.WriterID,
+		ClockDriftRate: rt.cfg.ClockDriftRate,
+		Timeout:        rt.cfg.WriteTimeout,
+	})
+}
+
+func (rt *runtime) runWrite(w *natskv.Write) {
+	ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.WriteTimeout)
+	defer cancel()
+	if h := rt.cfg.hooks.runWrite; h != nil {
+		h(ctx, w)
+		return
+	}
+	w.Run(ctx)
+}
+
+// Manager runs the lease actors of one bucket: one actor per namespace.
+type Manager struct {
+	rt       *runtime
+	pid      *actor.PID
+	cancel   context.CancelFunc
+	stopping chan struct{} // closed when Stop begins: pending calls fail
+	stopped  chan struct{} // closed when every actor has stopped
+	stopOnce sync.Once
+	// shutdownOnce ends the actor system, once every actor has stopped.
+	shutdownOnce sync.Once
+}
+
+// New opens (or creates) the bucket and starts a Manager.
+func New(ctx context.Context, cfg Config) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	js, err := jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("actors: jetstream: %w", err)
+	}
+	bucket, err := natskv.OpenBucket(ctx, natskv.BucketConfig{
+		JetStream: js, Name: cfg.Bucket, Replicas: cfg.Replicas, Storage: cfg.Storage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("actors: %w", err)
+	}
+	// Proto.Actor logs to stderr in colour unless given a logger; it gets
+	// ours, from warnings up.
+	actorLog := slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("lib", "protoactor")
+	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	runCtx, cancel := context.WithCancel(context.Background())
+	rt := &runtime{cfg: cfg, bucket: bucket, ctx: runCtx, system: system}
+	m := &Manager{
+		rt:       rt,
+		cancel:   cancel,
+		stopping: make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	props := actor.PropsFromProducer(
+		func() actor.Actor { return newManagerActor(rt, m.stopped) },
+		actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, actor.DefaultDecider)),
+	)
+	m.pid, err = system.Root.SpawnNamed(props, "leases")
+	if err != nil {
+		cancel()
+		system.Shutdown()
+		return nil, fmt.Errorf("actors: start manager: %w", err)
+	}
+	return m, nil
+}
+
+// Stop stops every actor. Calls pending or made later fail with ErrStopped;
+// writes in flight are abandoned (their outcome is for the store to tell).
+// It returns when every actor has stopped, or with ctx's error.
+func (m *Manager) Stop(ctx context.Context) error {
+	m.stopOnce.Do(func() {
+		close(m.stopping)
+		m.cancel()
+		m.rt.system.Root.Poison(m.pid)
+	})
+	select {
+	case <-m.stopped:
+		m.shutdownOnce.Do(m.rt.system.Shutdown)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("actors: stop: %w", ctx.Err())
+	}
+}
+
+// Namespace returns the leases of one namespace. Its methods report an
+// invalid namespace name; the namespace's actor starts on first use.
+func (m *Manager) Namespace(name string) *Namespace {
+	return &Namespace{m: m, name: name}
+}
+
+// send hands msg to the namespace's actor, unless the Manager is stopping.
+func (m *Manager) send(namespace string, msg any) error {
+	select {
+	case <-m.stopping:
+		return ErrStopped
+	default:
+	}
+	m.rt.system.Root.Send(m.pid, &toNamespace{namespace: namespace, msg: msg})
+	return nil
+}
+
+// await waits for a reply, the caller's context, or Stop.
+func await[T any](ctx context.Context, m *Manager, reply chan T) (T, error) {
+	var zero T
+	select {
+	case v := <-reply:
+		return v, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	case <-m.stopping:
+		return zero, ErrStopped
+	}
+}
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}

@@ -1,0 +1,177 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// Namespace is the leases of one namespace of a Manager. It implements
+// lease.Claimer and lease.Checker; each method that waits has a twin that
+// takes a context. The methods without one wait until the Manager answers
+// or stops.
+type Namespace struct {
+	m    *Manager
+	name string
+}
+
+var (
+	_ lease.Claimer = (*Namespace)(nil)
+	_ lease.Checker = (*Namespace)(nil)
+)
+
+// Name returns the namespace's name.
+func (n *Namespace) Name() string { return n.name }
+
+// Claim is ClaimContext without a deadline.
+func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) error {
+	return n.ClaimContext(context.Background(), leaseName, holderName, duration)
+}
+
+// ClaimContext claims the lease for the holder, or extends it if the holder
+// holds it. On nil, the holder keeps the lease until at least duration after
+// the call started. ErrClaimDenied means another holder holds it. A lease
+// whose holder's time is up is expired and claimed in one call.
+func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	if err := n.checkLease(leaseName); err != nil {
+		return err
+	}
+	if err := n.checkHolder(holderName); err != nil {
+		return err
+	}
+	if duration <= 0 || duration > n.m.rt.cfg.MaxDuration {
+		return fmt.Errorf("%w: duration %v is not in (0, %v]", ErrInvalidArgument, duration, n.m.rt.cfg.MaxDuration)
+	}
+	reply := make(chan error, 1)
+	return n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply)
+}
+
+// Release gives up a lease that holder holds, now: waiters wake and the
+// expired event is published. ErrNotHeld means holder does not hold it.
+func (n *Namespace) Release(ctx context.Context, leaseName, holderName string) error {
+	if err := n.checkLease(leaseName); err != nil {
+		return err
+	}
+	if err := n.checkHolder(holderName); err != nil {
+		return err
+	}
+	reply := make(chan error, 1)
+	return n.call(ctx, &releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply)
+}
+
+// WaitUntilExpired is WaitUntilExpiredContext without a deadline.
+func (n *Namespace) WaitUntilExpired(leaseName string) error {
+	return n.WaitUntilExpiredContext(context.Background(), leaseName)
+}
+
+// WaitUntilExpiredContext returns nil once the lease is not held: at once
+// if it is free, otherwise when it expires or is released. It returns ctx's
+// error if ctx ends first.
+func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName string) error {
+	if err := n.checkLease(leaseName); err != nil {
+		return err
+	}
+	w := &waiter{reply: make(chan error, 1)}
+	err := n.call(ctx, &waitRequest{lease: leaseName, waiter: w}, w.reply)
+	if ctx.Err() != nil {
+		_ = n.m.send(n.name, &cancelWait{lease: leaseName, waiter: w})
+	}
+	return err
+}
+
+// Leases returns the held leases of the namespace, with expiries on the
+// Manager's clock. Each Info's Trapdoor accepts a *natskv.Fence.
+func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
+	if err := n.checkNamespace(); err != nil {
+		return nil, err
+	}
+	reply := make(chan leasesResult, 1)
+	if err := n.m.send(n.name, &leasesRequest{reply: reply}); err != nil {
+		return nil, err
+	}
+	res, err := await(ctx, n.m, reply)
+	if err != nil {
+		return nil, err
+	}
+	return res.leases, res.err
+}
+
+// Token returns a lease.Token for whether holderName holds leaseName.
+func (n *Namespace) Token(leaseName, holderName string) lease.Token {
+	return &Token{n: n, lease: leaseName, holder: holderName}
+}
+
+// Token reports whether a holder holds a lease; see lease.Token.
+type Token struct {
+	n             *Namespace
+	lease, holder string
+}
+
+// Check is CheckContext without a deadline.
+func (t *Token) Check(trapdoorKey interface{}) error {
+	return t.CheckContext(context.Background(), trapdoorKey)
+}
+
+// CheckContext returns nil if the holder holds the lease now, and
+// ErrNotHeld if not. It answers from the namespace actor's state, which
+// sees every claim made through the Manager; on a miss it reloads the
+// namespace from the store once and looks again. A non-nil trapdoorKey goes
+// to the lease's Trapdoor: a *natskv.Fence receives the fencing token.
+func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error {
+	if err := t.n.checkLease(t.lease); err != nil {
+		return err
+	}
+	if err := t.n.checkHolder(t.holder); err != nil {
+		return err
+	}
+	reply := make(chan checkResult, 1)
+	if err := t.n.m.send(t.n.name, &checkRequest{lease: t.lease, holder: t.holder, reply: reply}); err != nil {
+		return err
+	}
+	res, err := await(ctx, t.n.m, reply)
+	if err != nil {
+		return err
+	}
+	if res.err != nil {
+		return res.err
+	}
+	return res.info.Trapdoor(trapdoorKey)
+}
+
+// call sends a request whose reply is an error and waits for it.
+func (n *Namespace) call(ctx context.Context, msg any, reply chan error) error {
+	if err := n.m.send(n.name, msg); err != nil {
+		return err
+	}
+	res, err := await(ctx, n.m, reply)
+	if err != nil {
+		return err
+	}
+	return res
+}
+
+func (n *Namespace) checkNamespace() error {
+	return checkName("namespace", n.name)
+}
+
+func (n *Namespace) checkLease(name string) error {
+	if err := n.checkNamespace(); err != nil {
+		return err
+	}
+	return checkName("lease", name)
+}
+
+func (n *Namespace) checkHolder(name string) error {
+	return checkName("holder", name)
+}
+
+// checkName returns an error naming what is wrong with a name.
+func checkName(what, name string) error {
+	if err := natskv.CheckName(what, name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return nil
+}

@@ -1,0 +1,609 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/clock"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// Requests a namespace actor serves. Each carries a buffered reply channel
+// that the actor answers exactly once, without blocking.
+type (
+	claimRequest struct {
+		lease, holder string
+		duration      time.Duration
+		reply         chan error
+	}
+	checkRequest struct {
+		lease, holder string
+		refreshed     bool // a miss has already been refreshed once
+		reply         chan checkResult
+	}
+	checkResult struct {
+		info lease.Info
+		err  error
+	}
+	releaseRequest struct {
+		lease, holder string
+		reply         chan error
+	}
+	leasesRequest struct {
+		reply chan leasesResult
+	}
+	leasesResult struct {
+		leases map[string]lease.Info
+		err    error
+	}
+	waitRequest struct {
+		lease  string
+		waiter *waiter
+	}
+	// cancelWait withdraws a waiter whose caller has given up.
+	cancelWait struct {
+		lease  string
+		waiter *waiter
+	}
+)
+
+// waiter is one WaitUntilExpired call.
+type waiter struct{ reply chan error }
+
+// Messages a namespace actor sends itself.
+type (
+	// writeDone carries a store write that has run.
+	writeDone struct {
+		incarnation uint64
+		op          *op
+		write       *natskv.Write
+	}
+	// loaded carries a snapshot of the namespace read from the store.
+	loaded struct {
+		incarnation uint64
+		snapshot    *natskv.Snapshot
+		err         error
+	}
+	// tick is the expiry timer firing.
+	tick struct {
+		incarnation, generation uint64
+	}
+)
+
+// opKind is what an op does to its lease.
+type opKind int
+
+const (
+	opClaim opKind = iota
+	opRelease
+	opExpire
+)
+
+// op is a change to one lease. The ops of a lease run one at a time, in
+// order of arrival; an op may take several store writes (expire an expired
+// holder, then claim; decide again after a lost race).
+type op struct {
+	kind          opKind
+	lease, holder string
+	duration      time.Duration
+	reply         chan error // nil for ops the actor starts itself
+	lostRaces     int
+	finished      bool
+}
+
+// namespaceShared is what a namespace keeps across restarts of its actor:
+// the store and its cache, which a panic in the actor does not corrupt.
+type namespaceShared struct {
+	name         string
+	store        store
+	incarnations uint64
+}
+
+// namespaceActor owns the leases of one namespace: it decides claims from
+// its store's cache, keeps writes for different leases in flight together,
+// expires leases on time, wakes waiters and publishes events.
+type namespaceActor struct {
+	rt          *runtime
+	shared      *namespaceShared
+	name        string
+	store       store
+	clock       clock.Clock
+	log         *slog.Logger
+	self        *actor.PID
+	incarnation uint64
+
+	ready   bool  // the first snapshot is installed
+	early   []any // requests that arrived before it
+	current any   // the message being handled, failed if it crashes the actor
+
+	ops     map[string][]*op // per lease: the running op first, then the queue
+	waiters map[string]map[*waiter]struct{}
+
+	loading   bool            // a Load is in flight
+	reload    bool            // another Load is wanted once it lands
+	afterLoad []*checkRequest // checks waiting for the Load in flight
+	nextLoad  []*checkRequest // checks waiting for the one after
+
+	expiring []string // due leases still to expire, in name order
+	expiryOn bool     // an expiry from that batch is running
+
+	timer      clock.Timer
+	generation uint64
+	timerAt    time.Time
+}
+
+func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
+	shared.incarnations++
+	return &namespaceActor{
+		rt:          rt,
+		shared:      shared,
+		name:        shared.name,
+		store:       shared.store,
+		clock:       rt.cfg.Clock,
+		log:         rt.cfg.Logger.With("namespace", shared.name),
+		incarnation: shared.incarnations,
+		ops:         make(map[string][]*op),
+		waiters:     make(map[string]map[*waiter]struct{}),
+	}
+}
+
+// Receive is the actor's message handler. It never blocks: store reads and
+// writes run on their own goroutines and come back as messages.
+func (a *namespaceActor) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		a.self = ctx.Self()
+		a.load()
+	case *actor.Restarting:
+		a.stopTimer()
+		a.failAll(fmt.Errorf("%w: namespace %q restarted after a failure", ErrUnavailable, a.name))
+	case *actor.Stopping:
+		a.stopTimer()
+		a.failAll(ErrStopped)
+	case actor.AutoReceiveMessage, actor.SystemMessage:
+	default:
+		a.current = msg
+		if h := a.rt.cfg.hooks.receive; h != nil {
+			h(a.name, msg)
+		}
+		a.receive(msg)
+		a.current = nil
+	}
+}
+
+func (a *namespaceActor) receive(msg any) {
+	switch m := msg.(type) {
+	case *loaded:
+		a.onLoaded(m)
+	case *writeDone:
+		a.onWriteDone(m)
+	case *tick:
+		a.onTick(m)
+	case *cancelWait:
+		delete(a.waiters[m.lease], m.waiter)
+	default:
+		if !a.ready {
+			a.early = append(a.early, msg)
+		} else {
+			a.handle(msg)
+		}
+	}
+}
+
+// handle serves a request once the namespace is loaded.
+func (a *namespaceActor) handle(msg any) {
+	switch m := msg.(type) {
+	case *claimRequest:
+		a.enqueue(&op{kind: opClaim, lease: m.lease, holder: m.holder, duration: m.duration, reply: m.reply})
+	case *releaseRequest:
+		a.enqueue(&op{kind: opRelease, lease: m.lease, holder: m.holder, reply: m.reply})
+	case *checkRequest:
+		a.check(m)
+	case *waitRequest:
+		if !a.held(m.lease) {
+			m.waiter.reply <- nil
+			return
+		}
+		if a.waiters[m.lease] == nil {
+			a.waiters[m.lease] = make(map[*waiter]struct{})
+		}
+		a.waiters[m.lease][m.waiter] = struct{}{}
+	case *leasesRequest:
+		m.reply <- leasesResult{leases: a.store.Leases()}
+	default:
+		a.log.Error("unknown message", "type", fmt.Sprintf("%T", msg))
+	}
+}
+
+// held reports whether a lease is held now: in the cache, and not past its
+// expiry (a lease past expiry is free, even before it has been removed).
+func (a *namespaceActor) held(name string) bool {
+	info, ok := a.store.Lease(name)
+	return ok && !a.clock.Now().After(info.Expiry)
+}
+
+// check answers from the cache; on a miss it reloads once and looks again.
+func (a *namespaceActor) check(m *checkRequest) {
+	info, ok := a.store.Lease(m.lease)
+	if ok && info.Holder == m.holder && !a.clock.Now().After(info.Expiry) {
+		m.reply <- checkResult{info: info}
+		return
+	}
+	if m.refreshed {
+		m.reply <- checkResult{err: fmt.Errorf("%w: %q does not hold %q in namespace %q", lease.ErrNotHeld, m.holder, m.lease, a.name)}
+		return
+	}
+	m.refreshed = true
+	a.loadFor(m)
+}
+
+// enqueue adds an op behind the others of its lease, starting it if none
+// is running.
+func (a *namespaceActor) enqueue(o *op) {
+	a.ops[o.lease] = append(a.ops[o.lease], o)
+	if len(a.ops[o.lease]) == 1 {
+		a.step(o)
+	}
+}
+
+// step decides an op's next write from the cache, or finishes it.
+func (a *namespaceActor) step(o *op) {
+	var (
+		w   *natskv.Write
+		err error
+	)
+	switch o.kind {
+	case opClaim:
+		w, err = a.claimWrite(o)
+	case opRelease:
+		w, err = a.store.PrepareRelease(o.lease, o.holder)
+		if errors.Is(err, lease.ErrInvalid) {
+			err = fmt.Errorf("%w: %q does not hold %q in namespace %q", lease.ErrNotHeld, o.holder, o.lease, a.name)
+		}
+	case opExpire:
+		w, err = a.store.PrepareExpire(o.lease)
+		if errors.Is(err, lease.ErrInvalid) {
+			err = nil // extended or gone since it was found due
+		}
+	}
+	if err != nil || w == nil || w.NoOp() {
+		a.finish(o, err)
+		return
+	}
+	incarnation, self, run := a.incarnation, a.self, a.rt.runWrite
+	go func() {
+		run(w)
+		a.rt.system.Root.Send(self, &writeDone{incarnation: incarnation, op: o, write: w})
+	}()
+}
+
+// claimWrite decides a claim: deny if another holder holds the lease,
+// expire it first if its holder's time is up, extend for the holder,
+// claim if free. A nil write with a nil error means done.
+func (a *namespaceActor) claimWrite(o *op) (*natskv.Write, error) {
+	req := lease.Request{Holder: o.holder, Duration: o.duration}
+	info, held := a.store.Lease(o.lease)
+	switch {
+	case !held:
+		return a.store.PrepareClaim(o.lease, req)
+	case info.Holder == o.holder:
+		return a.store.PrepareExtend(o.lease, req)
+	case a.clock.Now().After(info.Expiry):
+		return a.store.PrepareExpire(o.lease)
+	}
+	return nil, fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, info.Holder, a.name)
+}
+
+// onWriteDone applies a write's outcome and moves its op on.
+func (a *namespaceActor) onWriteDone(m *writeDone) {
+	w, o := m.write, m.op
+	err := a.store.Apply(w)
+	switch {
+	case err == nil && w.Deletes():
+		a.publishExpired(w.Lease(), w.Holder(), w.Fence())
+		a.wake(w.Lease())
+	case err == nil && w.Claims():
+		a.publishClaimed(w.Lease(), w.Holder(), w.Fence(), o.duration)
+	case errors.Is(err, lease.ErrInvalid):
+		a.wake(w.Lease()) // the store's latest may show the lease gone
+	}
+	a.scheduleFor(w.Lease())
+	if m.incarnation != a.incarnation {
+		return // its caller was failed when the actor restarted
+	}
+	switch {
+	case err == nil && o.kind == opClaim && w.Deletes():
+		a.step(o) // the expired holder is gone: now claim
+	case err == nil:
+		a.finish(o, nil)
+	case errors.Is(err, lease.ErrInvalid) && o.kind == opExpire:
+		a.finish(o, nil) // someone else changed it first
+	case errors.Is(err, lease.ErrInvalid) && o.lostRaces < a.rt.cfg.ClaimRetries:
+		o.lostRaces++
+		a.step(o)
+	case errors.Is(err, lease.ErrInvalid):
+		a.finish(o, a.gaveUp(o))
+	default:
+		a.finish(o, fmt.Errorf("%w: %w", ErrUnavailable, err))
+	}
+}
+
+// gaveUp is the error for an op that lost every race it was allowed. A claim
+// is denied only if another holder holds the lease: denial must be exact.
+func (a *namespaceActor) gaveUp(o *op) error {
+	if info, ok := a.store.Lease(o.lease); ok && info.Holder != o.holder && o.kind == opClaim {
+		return fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, info.Holder, a.name)
+	}
+	return fmt.Errorf("%w: lease %q in namespace %q changed under %d attempts in a row", ErrUnavailable, o.lease, a.name, o.lostRaces+1)
+}
+
+// finish answers an op and starts the next op of its lease.
+func (a *namespaceActor) finish(o *op, err error) {
+	if o.finished {
+		return
+	}
+	o.finished = true
+	if o.reply != nil {
+		o.reply <- err
+	}
+	if o.kind == opExpire {
+		a.expireNext()
+	}
+	queue := a.ops[o.lease]
+	if len(queue) > 0 && queue[0] == o {
+		queue = queue[1:]
+	}
+	if len(queue) == 0 {
+		delete(a.ops, o.lease)
+		return
+	}
+	a.ops[o.lease] = queue
+	a.step(queue[0])
+}
+
+// wake answers the waiters of a lease that is no longer held.
+func (a *namespaceActor) wake(name string) {
+	if a.held(name) {
+		return
+	}
+	for w := range a.waiters[name] {
+		w.reply <- nil
+	}
+	delete(a.waiters, name)
+}
+
+// failAll answers every request the actor knows of with err: it is
+// restarting or stopping, and its successor will not know them.
+func (a *namespaceActor) failAll(err error) {
+	if a.current != nil {
+		failRequest(a.current, err)
+	}
+	a.failEarly(err)
+	for _, queue := range a.ops {
+		for _, o := range queue {
+			if !o.finished && o.reply != nil {
+				o.finished = true
+				trySend(o.reply, err)
+			}
+		}
+	}
+	a.ops = make(map[string][]*op)
+	for _, ws := range a.waiters {
+		for w := range ws {
+			trySend(w.reply, err)
+		}
+	}
+	a.waiters = make(map[string]map[*waiter]struct{})
+	for _, c := range append(a.afterLoad, a.nextLoad...) {
+		trySend(c.reply, checkResult{err: err})
+	}
+	a.afterLoad, a.nextLoad = nil, nil
+}
+
+// failEarly answers the requests that arrived before the first snapshot.
+func (a *namespaceActor) failEarly(err error) {
+	for _, m := range a.early {
+		failRequest(m, err)
+	}
+	a.early = nil
+}
+
+// failRequest answers one request message with err.
+func failRequest(msg any, err error) {
+	switch m := msg.(type) {
+	case *claimRequest:
+		trySend(m.reply, err)
+	case *releaseRequest:
+		trySend(m.reply, err)
+	case *checkRequest:
+		trySend(m.reply, checkResult{err: err})
+	case *leasesRequest:
+		trySend(m.reply, leasesResult{err: err})
+	case *waitRequest:
+		trySend(m.waiter.reply, err)
+	}
+}
+
+// trySend answers on a buffered reply channel unless it was answered
+// already.
+func trySend[T any](ch chan T, v T) {
+	select {
+	case ch <- v:
+	default:
+	}
+}
+
+// load reads the namespace from the store, off the actor's goroutine.
+func (a *namespaceActor) load() {
+	if a.loading {
+		a.reload = true
+		return
+	}
+	a.loading = true
+	incarnation, self, st, rt := a.incarnation, a.self, a.store, a.rt
+	go func() {
+		ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.WriteTimeout)
+		defer cancel()
+		snap, err := st.Load(ctx)
+		rt.system.Root.Send(self, &loaded{incarnation: incarnation, snapshot: snap, err: err})
+	}()
+}
+
+// loadFor reloads for a check that missed. A Load already in flight may
+// have read the store before the check arrived, so the check waits for one
+// that starts after it.
+func (a *namespaceActor) loadFor(c *checkRequest) {
+	if a.loading {
+		a.nextLoad = append(a.nextLoad, c)
+		a.reload = true
+		return
+	}
+	a.afterLoad = append(a.afterLoad, c)
+	a.load()
+}
+
+func (a *namespaceActor) onLoaded(m *loaded) {
+	if m.incarnation != a.incarnation {
+		return
+	}
+	a.loading = false
+	if m.err != nil {
+		a.log.Warn("loading leases failed", "error", m.err)
+	} else if err := a.store.ApplySnapshot(m.snapshot); err != nil {
+		a.log.Error("unreadable lease records left out", "error", err)
+	}
+	if h := a.rt.cfg.hooks.loaded; h != nil {
+		h(a.name)
+	}
+	if m.err != nil && !a.ready {
+		// Without a first snapshot the actor cannot tell a free lease from
+		// one it has not seen: fail what waits, and try again shortly.
+		a.failEarly(fmt.Errorf("%w: loading namespace %q: %w", ErrUnavailable, a.name, m.err))
+		a.scheduleAfter(time.Second)
+		return
+	}
+	checks := a.afterLoad
+	a.afterLoad, a.nextLoad = a.nextLoad, nil
+	if a.reload {
+		a.reload = false
+		a.load()
+	}
+	if !a.ready {
+		a.ready = true
+		early := a.early
+		a.early = nil
+		for _, msg := range early {
+			a.handle(msg)
+		}
+	}
+	for _, c := range checks {
+		a.check(c)
+	}
+	for name := range a.waiters {
+		a.wake(name)
+	}
+	a.reschedule()
+}
+
+// expireDue queues due leases for expiry, in name order, one at a time.
+func (a *namespaceActor) expireDue(names []string) {
+	for _, name := range names {
+		if !slices.Contains(a.expiring, name) {
+			a.expiring = append(a.expiring, name)
+		}
+	}
+	slices.Sort(a.expiring)
+	if !a.expiryOn {
+		a.expireNext()
+	}
+}
+
+// expireNext starts the expiry of the next lease of the batch that is still
+// due; once the batch is done, it reloads the namespace.
+func (a *namespaceActor) expireNext() {
+	now := a.clock.Now()
+	for len(a.expiring) > 0 {
+		name := a.expiring[0]
+		a.expiring = a.expiring[1:]
+		info, ok := a.store.Lease(name)
+		if !ok || !now.After(info.Expiry) || len(a.ops[name]) > 0 {
+			continue // renewed, gone, or another op will see to it
+		}
+		a.expiryOn = true
+		a.enqueue(&op{kind: opExpire, lease: name})
+		return
+	}
+	if a.expiryOn {
+		a.expiryOn = false
+		a.load()
+	}
+}
+
+// reschedule expires what is due and sets the timer for the next expiry,
+// or for MaxSleep from now, whichever is sooner.
+func (a *namespaceActor) reschedule() {
+	now := a.clock.Now()
+	due, next, ok := a.store.Expiring(now)
+	if len(due) > 0 {
+		a.expireDue(due)
+	}
+	at := now.Add(a.rt.cfg.MaxSleep)
+	if ok && next.Before(at) {
+		at = next.Add(1) // expiry needs the clock strictly past it
+	}
+	a.setTimer(at)
+}
+
+// scheduleFor brings the timer forward to just after the expiry of one
+// lease, if that is sooner than it would fire.
+func (a *namespaceActor) scheduleFor(name string) {
+	info, ok := a.store.Lease(name)
+	if ok && (a.timer == nil || info.Expiry.Add(1).Before(a.timerAt)) {
+		a.setTimer(info.Expiry.Add(1))
+	}
+}
+
+// scheduleAfter sets the timer to fire d from now.
+func (a *namespaceActor) scheduleAfter(d time.Duration) {
+	a.setTimer(a.clock.Now().Add(d))
+}
+
+func (a *namespaceActor) setTimer(at time.Time) {
+	a.stopTimer()
+	a.generation++
+	msg := &tick{incarnation: a.incarnation, generation: a.generation}
+	self, root := a.self, a.rt.system.Root
+	a.timer = a.clock.AfterFunc(max(at.Sub(a.clock.Now()), 0), func() { root.Send(self, msg) })
+	a.timerAt = at
+}
+
+func (a *namespaceActor) stopTimer() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+}
+
+// onTick expires what is due; the namespace is reloaded after the expiries
+// (or now, if nothing was due: the MaxSleep safety net), and the reload sets
+// the next timer.
+func (a *namespaceActor) onTick(m *tick) {
+	if m.incarnation != a.incarnation || m.generation != a.generation {
+		return // a timer that was replaced
+	}
+	a.timer = nil
+	due, _, _ := a.store.Expiring(a.clock.Now())
+	if len(due) > 0 {
+		a.expireDue(due)
+	}
+	if !a.expiryOn {
+		a.load()
+	}
+}

@@ -1,0 +1,589 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/natskv"
+)
+
+func TestClaimFreeLease(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "redis", "unit/0", time.Minute)
+	ev := h.expectClaimed("ns", "redis", "unit/0")
+	if ev.GetDuration().AsDuration() != time.Minute || ev.GetRevision() == 0 {
+		t.Fatalf("claimed event %v", ev)
+	}
+	h.mustHold(n, "redis", "unit/0")
+	if got := h.holderInStore("ns", "redis"); got != "unit/0" {
+		t.Fatalf("store holder %q", got)
+	}
+}
+
+func TestClaimWhenStoreSaysAnotherHolder(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	if err := h.outsider("ns").ClaimLease("l", lease.Request{Holder: "other", Duration: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	before := h.lastRevision()
+	err := n.ClaimContext(h.ctx(), "l", "me", time.Minute)
+	if !errors.Is(err, lease.ErrClaimDenied) {
+		t.Fatalf("claim = %v, want ErrClaimDenied", err)
+	}
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("denied claim wrote to the store: %d -> %d", before, after)
+	}
+	if got := h.holderInStore("ns", "l"); got != "other" {
+		t.Fatalf("store holder %q, want other", got)
+	}
+}
+
+func TestExtendByHolder(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	h.clock.Advance(30 * time.Second)
+	h.claim(n, "l", "h", time.Minute)
+	leases, err := n.Leases(h.ctx())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := leases["l"].Expiry, epoch.Add(90*time.Second); !got.Equal(want) {
+		t.Fatalf("expiry %v, want %v", got, want)
+	}
+	h.expectClaimed("ns", "l", "h")
+	h.noMoreEvents() // an extension is not a new holder
+}
+
+func TestExtendAfterLeaseVanishedBecomesClaim(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	kv, err := h.js.KeyValue(context.Background(), natskv.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(context.Background(), "ns.l"); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Second) // so that the claim extends
+	h.claim(n, "l", "h", time.Minute)
+	if got := h.holderInStore("ns", "l"); got != "h" {
+		t.Fatalf("store holder %q, want h", got)
+	}
+	first, second := h.expectClaimed("ns", "l", "h"), h.expectClaimed("ns", "l", "h")
+	if second.GetRevision() <= first.GetRevision() {
+		t.Fatalf("new tenure's fencing token %d not above %d", second.GetRevision(), first.GetRevision())
+	}
+}
+
+func TestOtherHolderDeniedWithoutWrite(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "a", time.Minute)
+	before := h.lastRevision()
+	if err := n.ClaimContext(h.ctx(), "l", "b", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+		t.Fatalf("claim by b = %v, want ErrClaimDenied", err)
+	}
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("denied claim wrote: %d -> %d", before, after)
+	}
+}
+
+func TestExpiredHolderIsReplacedAtOnce(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "a", time.Minute)
+	h.expectClaimed("ns", "l", "a")
+	// Past a's expiry, but before the actor's timer has done anything:
+	// the claim expires a and claims for b in one call.
+	h.clock.Set(epoch.Add(time.Minute + 1))
+	h.claim(n, "l", "b", time.Minute)
+	h.expectExpired("ns", "l", "a")
+	h.expectClaimed("ns", "l", "b")
+}
+
+func TestCheckHitDoesNotReload(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	h.mustHold(n, "l", "h")
+	select {
+	case <-h.loads:
+		t.Fatal("a check hit reloaded the namespace")
+	default:
+	}
+}
+
+func TestCheckMissReloadsOnce(t *testing.T) {
+	tests := []struct {
+		name    string
+		outside string // holder claimed through another client
+		holder  string // holder checked
+		held    bool
+	}{
+		{"then succeeds", "h", "h", true},
+		{"then not held", "other", "h", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			n := h.start("ns")
+			if err := h.outsider("ns").ClaimLease("l", lease.Request{Holder: tt.outside, Duration: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.held {
+				h.mustHold(n, "l", tt.holder)
+			} else {
+				h.mustNotHold(n, "l", tt.holder)
+			}
+			h.awaitLoad()
+			select {
+			case <-h.loads:
+				t.Fatal("a check miss reloaded more than once")
+			default:
+			}
+		})
+	}
+}
+
+func TestCheckTrapdoorGivesFence(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	token := h.expectClaimed("ns", "l", "h").GetRevision()
+	var f natskv.Fence
+	if err := n.Token("l", "h").Check(&f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Revision != token || f.Key != "ns.l" {
+		t.Fatalf("fence %+v, want revision %d of ns.l", f, token)
+	}
+	if err := n.Token("l", "h").Check("not a key"); err == nil {
+		t.Fatal("Check with an unsupported key = nil")
+	}
+}
+
+func TestStartupExpiresLeasePastExpiry(t *testing.T) {
+	var pre *natskv.Client
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.newStore = func(ns string, b *natskv.Bucket) (store, error) { return pre, nil }
+	})
+	// A store that saw the lease claimed a minute and more ago, as a
+	// namespace restarting in the same process has.
+	pre = h.outsider("ns")
+	if err := pre.ClaimLease("l", lease.Request{Holder: "h", Duration: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Set(epoch.Add(time.Minute + time.Second))
+	if _, err := h.m.Namespace("ns").Leases(h.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	h.expectExpired("ns", "l", "h")
+	if got := h.holderInStore("ns", "l"); got != "" {
+		t.Fatalf("store holder %q after startup expiry", got)
+	}
+}
+
+func TestNothingExpiresBeforeItsTime(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) { registered = waitRegistrations(cfg) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	h.expectClaimed("ns", "l", "h")
+	done := h.waitAsync(n, "l", registered)
+
+	h.clock.Advance(time.Minute)
+	h.mustHold(n, "l", "h")
+	if got := h.holderInStore("ns", "l"); got != "h" {
+		t.Fatalf("store holder %q at exactly expiry", got)
+	}
+	expectBlocked(t, done)
+	h.noMoreEvents()
+
+	h.clock.Advance(1)
+	h.expectExpired("ns", "l", "h")
+	expectDone(t, done)
+	h.mustNotHold(n, "l", "h")
+}
+
+func TestLeaseGrantedLongerIsNotExpiredEarly(t *testing.T) {
+	h := newHarness(t)
+	if err := h.outsider("ns").ClaimLease("l", lease.Request{Holder: "h", Duration: 5 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	n := h.start("ns")
+	before := h.lastRevision()
+	h.claim(n, "l", "h", time.Minute) // already held for longer: nothing to write
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("claim that needed no extension wrote: %d -> %d", before, after)
+	}
+	h.clock.Advance(time.Minute + 1)
+	h.mustHold(n, "l", "h")
+	h.clock.Advance(4 * time.Minute)
+	h.expectExpired("ns", "l", "h")
+}
+
+func TestLeasesExpireInNameOrderSkippingLostRaces(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	for _, name := range []string{"c", "a", "b", "d"} {
+		h.claim(n, name, "h", time.Minute)
+		h.expectClaimed("ns", name, "h")
+	}
+	// Another writer extends b: the actor's expiry of b will lose.
+	out := h.outsider("ns")
+	if err := out.ExtendLease("b", lease.Request{Holder: "h", Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Minute + 1)
+	for _, name := range []string{"a", "c", "d"} {
+		h.expectExpired("ns", name, "h")
+	}
+	h.mustHold(n, "b", "h")
+	h.noMoreEvents()
+}
+
+func TestWaitOnFreeLeaseReturnsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	if err := n.WaitUntilExpiredContext(h.ctx(), "free"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWaitStaysBlockedWhenExpiryLosesToNewHolder(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) { registered = waitRegistrations(cfg) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	done := h.waitAsync(n, "l", registered)
+
+	// Another writer replaces the record before the actor expires it.
+	out := h.outsider("ns")
+	if err := out.ExtendLease("l", lease.Request{Holder: "h", Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	h.drainLoads()
+	h.clock.Advance(time.Minute + 1)
+	h.awaitLoad() // the actor reloads after its expiry attempts
+	expectBlocked(t, done)
+	h.mustHold(n, "l", "h")
+
+	// The actor first saw the new record at the failed expiry: it expires
+	// an hour after that.
+	h.clock.Advance(time.Hour)
+	h.mustHold(n, "l", "h")
+	h.clock.Advance(1)
+	expectDone(t, done)
+}
+
+func TestWaitersWakeOnlyForTheirLease(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) { registered = waitRegistrations(cfg) })
+	n := h.start("ns")
+	h.claim(n, "short", "h", time.Minute)
+	h.claim(n, "long", "h", 2*time.Minute)
+	short, long := h.waitAsync(n, "short", registered), h.waitAsync(n, "long", registered)
+	h.drainLoads()
+	h.clock.Advance(time.Minute + 1)
+	expectDone(t, short)
+	h.awaitLoad()
+	expectBlocked(t, long)
+	h.clock.Advance(time.Minute)
+	expectDone(t, long)
+}
+
+func TestWaitCancelReturnsContextError(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) { registered = waitRegistrations(cfg) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.WaitUntilExpiredContext(ctx, "l") }()
+	<-registered
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait = %v, want context.Canceled", err)
+	}
+}
+
+func TestReleaseWakesWaitersAndPublishes(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) { registered = waitRegistrations(cfg) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	claimed := h.expectClaimed("ns", "l", "h")
+	done := h.waitAsync(n, "l", registered)
+	if err := n.Release(h.ctx(), "l", "h"); err != nil {
+		t.Fatalf("release: %v", err)
+	}
+	expectDone(t, done)
+	if ev := h.expectExpired("ns", "l", "h"); ev.GetRevision() != claimed.GetRevision() {
+		t.Fatalf("expired event revision %d, want the tenure's %d", ev.GetRevision(), claimed.GetRevision())
+	}
+	if got := h.holderInStore("ns", "l"); got != "" {
+		t.Fatalf("store holder %q after release", got)
+	}
+}
+
+func TestReleaseByNonHolderIsNotHeld(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	before := h.lastRevision()
+	for _, holder := range []string{"other"} {
+		if err := n.Release(h.ctx(), "l", holder); !errors.Is(err, lease.ErrNotHeld) {
+			t.Fatalf("release by %q = %v, want ErrNotHeld", holder, err)
+		}
+	}
+	if err := n.Release(h.ctx(), "free", "h"); !errors.Is(err, lease.ErrNotHeld) {
+		t.Fatalf("release of a free lease = %v, want ErrNotHeld", err)
+	}
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("failed release wrote: %d -> %d", before, after)
+	}
+	h.mustHold(n, "l", "h")
+}
+
+func TestSameLeaseInTwoNamespaces(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.start("ns-a"), h.start("ns-b")
+	h.claim(a, "l", "ha", time.Minute)
+	h.claim(b, "l", "hb", 2*time.Minute)
+	h.mustHold(a, "l", "ha")
+	h.mustHold(b, "l", "hb")
+	h.mustNotHold(a, "l", "hb")
+	h.clock.Advance(time.Minute + 1)
+	h.expectClaimed("ns-a", "l", "ha")
+	h.expectClaimed("ns-b", "l", "hb")
+	h.expectExpired("ns-a", "l", "ha")
+	h.mustHold(b, "l", "hb")
+}
+
+func TestSlowWriteDoesNotDelayOtherLeases(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+			if w.Lease() == "slow" {
+				close(entered)
+				<-release
+			}
+			w.Run(ctx)
+		}
+	})
+	n := h.start("ns")
+	slow := make(chan error, 1)
+	go func() { slow <- n.ClaimContext(h.ctx(), "slow", "h", time.Minute) }()
+	<-entered
+	h.claim(n, "fast", "h", time.Minute)
+	h.mustHold(n, "fast", "h")
+	select {
+	case err := <-slow:
+		t.Fatalf("slow claim returned %v before its write finished", err)
+	default:
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatalf("slow claim: %v", err)
+	}
+	h.mustHold(n, "slow", "h")
+}
+
+func TestWritesForOneLeaseStayInOrder(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+			mu.Lock()
+			order = append(order, w.Holder())
+			mu.Unlock()
+			w.Run(ctx)
+		}
+	})
+	n := h.start("ns")
+	h.claim(n, "l", "a", time.Minute)
+	// Release by a and claim by b, sent back to back: b must wait for the
+	// release to land, then win.
+	rel, cl := make(chan error, 1), make(chan error, 1)
+	go func() { rel <- n.Release(h.ctx(), "l", "a") }()
+	if err := <-rel; err != nil {
+		t.Fatal(err)
+	}
+	go func() { cl <- n.ClaimContext(h.ctx(), "l", "b", time.Minute) }()
+	if err := <-cl; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(order, ",") != "a,a,b" {
+		t.Fatalf("writes ran in order %v", order)
+	}
+}
+
+func TestPanicInNamespaceActorIsSurvived(t *testing.T) {
+	var once sync.Once
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.receive = func(_ string, msg any) {
+			if m, ok := msg.(*claimRequest); ok && m.lease == "boom" {
+				once.Do(func() { panic("boom") })
+			}
+		}
+	})
+	n := h.start("ns")
+	h.claim(n, "kept", "h", time.Minute)
+	h.expectClaimed("ns", "kept", "h")
+
+	err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+	}
+	// The restarted actor serves, with the state it had.
+	h.mustHold(n, "kept", "h")
+	h.claim(n, "boom", "h", time.Minute)
+	if err := n.ClaimContext(h.ctx(), "kept", "other", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+		t.Fatalf("claim of a lease held before the crash = %v, want ErrClaimDenied", err)
+	}
+	// And it still expires leases.
+	h.expectClaimed("ns", "boom", "h")
+	h.clock.Advance(time.Minute + 1)
+	h.expectExpired("ns", "boom", "h")
+	h.expectExpired("ns", "kept", "h")
+}
+
+func TestStopFailsPendingCalls(t *testing.T) {
+	var registered <-chan string
+	entered := make(chan struct{})
+	h := newHarness(t, func(cfg *Config) {
+		registered = waitRegistrations(cfg)
+		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+			if w.Lease() == "stuck" {
+				close(entered)
+				<-ctx.Done() // until Stop abandons it
+			}
+			w.Run(ctx)
+		}
+	})
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	wait := h.waitAsync(n, "l", registered)
+	stuck := make(chan error, 1)
+	go func() { stuck <- n.ClaimContext(context.Background(), "stuck", "h", time.Minute) }()
+	<-entered
+
+	if err := h.m.Stop(h.ctx()); err != nil {
+		t.Fatal(err)
+	}
+	for name, ch := range map[string]<-chan error{"wait": wait, "claim": stuck} {
+		if err := <-ch; !errors.Is(err, ErrStopped) {
+			t.Fatalf("pending %s = %v, want ErrStopped", name, err)
+		}
+	}
+	if err := n.ClaimContext(h.ctx(), "l", "h", time.Minute); !errors.Is(err, ErrStopped) {
+		t.Fatalf("claim after Stop = %v, want ErrStopped", err)
+	}
+}
+
+func TestMaxSleepReloadsAndWakesWaiters(t *testing.T) {
+	var registered <-chan string
+	h := newHarness(t, func(cfg *Config) {
+		registered = waitRegistrations(cfg)
+		cfg.MaxSleep = time.Minute
+	})
+	out := h.outsider("ns")
+	if err := out.ClaimLease("l", lease.Request{Holder: "other", Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	n := h.start("ns")
+	done := h.waitAsync(n, "l", registered)
+	// The other writer releases it; nobody tells the actor.
+	if err := out.ReleaseLeaseContext(context.Background(), "l", "other"); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(time.Minute)
+	expectDone(t, done)
+}
+
+func TestEventSubjectsEscapeNames(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("app/one")
+	h.claim(n, "unit:0", "u/0", time.Minute)
+	ev := h.nextEvent()
+	if ev.subject != "lease.claimed.app=2Fone.unit=3A0" {
+		t.Fatalf("subject %q", ev.subject)
+	}
+	if ev.claimed.GetNamespace() != "app/one" || ev.claimed.GetLease() != "unit:0" {
+		t.Fatalf("payload %v does not carry the names as given", ev.claimed)
+	}
+}
+
+func TestBadArgumentsChangeNothing(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	long := strings.Repeat("x", natskv.MaxNameBytes+1)
+	before := h.lastRevision()
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"empty lease", func() error { return n.ClaimContext(h.ctx(), "", "h", time.Minute) }},
+		{"lease with dot", func() error { return n.ClaimContext(h.ctx(), "a.b", "h", time.Minute) }},
+		{"long lease", func() error { return n.ClaimContext(h.ctx(), long, "h", time.Minute) }},
+		{"bad holder", func() error { return n.ClaimContext(h.ctx(), "l", "a b", time.Minute) }},
+		{"zero duration", func() error { return n.ClaimContext(h.ctx(), "l", "h", 0) }},
+		{"negative duration", func() error { return n.ClaimContext(h.ctx(), "l", "h", -time.Second) }},
+		{"absurd duration", func() error { return n.ClaimContext(h.ctx(), "l", "h", DefaultMaxDuration+1) }},
+		{"bad namespace", func() error { return h.m.Namespace("a b").ClaimContext(h.ctx(), "l", "h", time.Minute) }},
+		{"invalid UTF-8 namespace", func() error { _, err := h.m.Namespace("\xff").Leases(h.ctx()); return err }},
+		{"check bad lease", func() error { return n.Token("a$", "h").Check(nil) }},
+		{"wait bad lease", func() error { return n.WaitUntilExpired("#") }},
+		{"release bad holder", func() error { return n.Release(h.ctx(), "l", "") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); !errors.Is(err, ErrInvalidArgument) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("bad arguments wrote: %d -> %d", before, after)
+	}
+	h.claim(n, "l", "h", time.Minute) // and the manager still serves
+}
+
+func TestConfigValidate(t *testing.T) {
+	h := newHarness(t)
+	tests := []struct {
+		name  string
+		cfg   Config
+		field string
+	}{
+		{"no conn", Config{}, "Config.Conn"},
+		{"bad prefix", Config{Conn: h.nc, Prefix: "lease.>"}, "Config.Prefix"},
+		{"empty prefix token", Config{Conn: h.nc, Prefix: "a..b"}, "Config.Prefix"},
+		{"negative max sleep", Config{Conn: h.nc, MaxSleep: -1}, "Config.MaxSleep"},
+		{"negative max duration", Config{Conn: h.nc, MaxDuration: -1}, "Config.MaxDuration"},
+		{"negative retries", Config{Conn: h.nc, ClaimRetries: -1}, "Config.ClaimRetries"},
+		{"negative write timeout", Config{Conn: h.nc, WriteTimeout: -1}, "Config.WriteTimeout"},
+		{"drift", Config{Conn: h.nc, ClockDriftRate: 2}, "Config.ClockDriftRate"},
+		{"bucket", Config{Conn: h.nc, Bucket: "a.b"}, "BucketConfig.Name"},
+		{"replicas", Config{Conn: h.nc, Replicas: 9}, "BucketConfig.Replicas"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(context.Background(), tt.cfg)
+			if err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("New: err = %v, want one naming %s", err, tt.field)
+			}
+		})
+	}
+}

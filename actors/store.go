@@ -1,0 +1,29 @@
+package actors
+
+import (
+	"context"
+	"time"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/natskv"
+)
+
+// store is what a namespace actor needs of its lease store; *natskv.Client
+// has it. Everything but Load and Write.Run is called on the actor's
+// goroutine only.
+type store interface {
+	Lease(name string) (lease.Info, bool)
+	Leases() map[string]lease.Info
+	Expiring(now time.Time) (due []string, next time.Time, ok bool)
+
+	PrepareClaim(name string, r lease.Request) (*natskv.Write, error)
+	PrepareExtend(name string, r lease.Request) (*natskv.Write, error)
+	PrepareExpire(name string) (*natskv.Write, error)
+	PrepareRelease(name, holder string) (*natskv.Write, error)
+	Apply(w *natskv.Write) error
+
+	Load(ctx context.Context) (*natskv.Snapshot, error)
+	ApplySnapshot(s *natskv.Snapshot) error
+}
+
+var _ store = (*natskv.Client)(nil)
