@@ -174,7 +174,16 @@ func (b *Bucket) write(ctx context.Context, key string, value []byte, del bool, 
 		if del {
 			msg.Header.Set(kvOperationHeader, kvOperationDelete)
 		}
-		ack, err := b.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		var ack *jetstream.PubAck
+		f, err := b.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		if err == nil {
+			select {
+			case ack = <-f.Ok():
+			case err = <-f.Err():
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
 		if err == nil {
 			return ack.Sequence, nil
 		}
