@@ -19,14 +19,14 @@ func Subject(prefix, kind, namespace, leaseName string) string {
 
 // publishExpired announces that a lease was expired or released.
 func (a *namespaceActor) publishExpired(leaseName, holder string, revision uint64) {
-	a.publish(Subject(a.rt.cfg.Prefix, "expired", a.name, leaseName), &messages.ExpiredEvent{
+	a.publish(a.expiredSubject+natskv.EscapeName(leaseName), &messages.ExpiredEvent{
 		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
 	})
 }
 
 // publishClaimed announces that a lease has a new holder.
 func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint64, d time.Duration) {
-	a.publish(Subject(a.rt.cfg.Prefix, "claimed", a.name, leaseName), &messages.ClaimedEvent{
+	a.publish(a.claimedSubject+natskv.EscapeName(leaseName), &messages.ClaimedEvent{
 		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
 		Duration: durationpb.New(d),
 	})
@@ -35,9 +35,11 @@ func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint6
 // publish sends an event without waiting: nats.go buffers it, and a lost
 // event costs waiters at most one poll interval (they re-ask).
 func (a *namespaceActor) publish(subject string, m proto.Message) {
-	data, err := proto.Marshal(m)
+	// Publish copies the payload, so one buffer serves every event.
+	var err error
+	a.eventBuf, err = proto.MarshalOptions{}.MarshalAppend(a.eventBuf[:0], m)
 	if err == nil {
-		err = a.rt.cfg.Conn.Publish(subject, data)
+		err = a.rt.cfg.Conn.Publish(subject, a.eventBuf)
 	}
 	if err != nil {
 		a.log.Warn("publish event failed", "subject", subject, "error", err)

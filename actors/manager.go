@@ -29,12 +29,15 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 )
 
-// runtime is what every actor of a Manager shares, read-only.
+// runtime is what every actor of a Manager shares.
 type runtime struct {
 	cfg    Config
 	bucket *natskv.Bucket
 	ctx    context.Context // cancelled by Stop: aborts store operations
 	system *actor.ActorSystem
+	// namespaces maps each namespace with a running actor to its PID, so
+	// that requests go straight to it. Only the manager actor writes it.
+	namespaces sync.Map
 }
 
 func (rt *runtime) newStore(namespace string) (store, error) {
@@ -51,14 +54,15 @@ func (rt *runtime) newStore(namespace string) (store, error) {
 	})
 }
 
+// runWrite performs a store write. Its time limit is the JetStream
+// context's async publish timeout (WriteTimeout), which costs no timer per
+// write.
 func (rt *runtime) runWrite(w *natskv.Write) {
-	ctx, cancel := context.WithTimeout(rt.ctx, rt.cfg.WriteTimeout)
-	defer cancel()
 	if h := rt.cfg.hooks.runWrite; h != nil {
-		h(ctx, w)
+		h(rt.ctx, w)
 		return
 	}
-	w.Run(ctx)
+	w.Run(rt.ctx)
 }
 
 // Manager runs the lease actors of one bucket: one actor per namespace.
@@ -79,7 +83,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	js, err := jetstream.New(cfg.Conn)
+	js, err := jetstream.New(cfg.Conn, jetstream.WithPublishAsyncTimeout(cfg.WriteTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("actors: jetstream: %w", err)
 	}
@@ -93,6 +97,13 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	// ours, from warnings up.
 	actorLog := slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("lib", "protoactor")
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return actorLog }))
+	// A request sent to a namespace actor that has just stopped would
+	// otherwise wait for nothing: fail it.
+	system.EventStream.Subscribe(func(e any) {
+		if dl, ok := e.(*actor.DeadLetterEvent); ok {
+			failRequest(dl.Message, fmt.Errorf("%w: namespace actor %s is gone", ErrUnavailable, dl.PID.GetId()))
+		}
+	})
 	runCtx, cancel := context.WithCancel(context.Background())
 	rt := &runtime{cfg: cfg, bucket: bucket, ctx: runCtx, system: system}
 	m := &Manager{
@@ -145,7 +156,11 @@ func (m *Manager) send(namespace string, msg any) error {
 		return ErrStopped
 	default:
 	}
-	m.rt.system.Root.Send(m.pid, &toNamespace{namespace: namespace, msg: msg})
+	if pid, ok := m.rt.namespaces.Load(namespace); ok {
+		m.rt.system.Root.Send(pid.(*actor.PID), msg)
+	} else {
+		m.rt.system.Root.Send(m.pid, &toNamespace{namespace: namespace, msg: msg})
+	}
 	return nil
 }
 

@@ -55,6 +55,7 @@ func (m *managerActor) Receive(ctx actor.Context) {
 		for name, pid := range m.children {
 			if pid.Equal(msg.Who) {
 				delete(m.children, name)
+				m.rt.namespaces.CompareAndDelete(name, pid)
 			}
 		}
 	case *actor.Stopped:
@@ -82,5 +83,6 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*actor.PID, e
 		return nil, fmt.Errorf("%w: start namespace %q: %w", ErrUnavailable, namespace, err)
 	}
 	m.children[namespace] = pid
+	m.rt.namespaces.Store(namespace, pid)
 	return pid, nil
 }

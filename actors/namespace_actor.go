@@ -137,6 +137,10 @@ type namespaceActor struct {
 	timer      clock.Timer
 	generation uint64
 	timerAt    time.Time
+
+	// Event subjects up to the lease name, and the payload buffer.
+	expiredSubject, claimedSubject string
+	eventBuf                       []byte
 }
 
 func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
@@ -151,6 +155,9 @@ func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
 		incarnation: shared.incarnations,
 		ops:         make(map[string][]*op),
 		waiters:     make(map[string]map[*waiter]struct{}),
+
+		expiredSubject: Subject(rt.cfg.Prefix, "expired", shared.name, ""),
+		claimedSubject: Subject(rt.cfg.Prefix, "claimed", shared.name, ""),
 	}
 }
 
@@ -225,14 +232,15 @@ func (a *namespaceActor) handle(msg any) {
 // held reports whether a lease is held now: in the cache, and not past its
 // expiry (a lease past expiry is free, even before it has been removed).
 func (a *namespaceActor) held(name string) bool {
-	info, ok := a.store.Lease(name)
-	return ok && !a.clock.Now().After(info.Expiry)
+	_, expiry, ok := a.store.Holder(name)
+	return ok && !a.clock.Now().After(expiry)
 }
 
 // check answers from the cache; on a miss it reloads once and looks again.
 func (a *namespaceActor) check(m *checkRequest) {
-	info, ok := a.store.Lease(m.lease)
-	if ok && info.Holder == m.holder && !a.clock.Now().After(info.Expiry) {
+	holder, expiry, ok := a.store.Holder(m.lease)
+	if ok && holder == m.holder && !a.clock.Now().After(expiry) {
+		info, _ := a.store.Lease(m.lease)
 		m.reply <- checkResult{info: info}
 		return
 	}
@@ -289,16 +297,16 @@ func (a *namespaceActor) step(o *op) {
 // claim if free. A nil write with a nil error means done.
 func (a *namespaceActor) claimWrite(o *op) (*natskv.Write, error) {
 	req := lease.Request{Holder: o.holder, Duration: o.duration}
-	info, held := a.store.Lease(o.lease)
+	holder, expiry, held := a.store.Holder(o.lease)
 	switch {
 	case !held:
 		return a.store.PrepareClaim(o.lease, req)
-	case info.Holder == o.holder:
+	case holder == o.holder:
 		return a.store.PrepareExtend(o.lease, req)
-	case a.clock.Now().After(info.Expiry):
+	case a.clock.Now().After(expiry):
 		return a.store.PrepareExpire(o.lease)
 	}
-	return nil, fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, info.Holder, a.name)
+	return nil, fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, holder, a.name)
 }
 
 // onWriteDone applies a write's outcome and moves its op on.
@@ -338,8 +346,8 @@ func (a *namespaceActor) onWriteDone(m *writeDone) {
 // gaveUp is the error for an op that lost every race it was allowed. A claim
 // is denied only if another holder holds the lease: denial must be exact.
 func (a *namespaceActor) gaveUp(o *op) error {
-	if info, ok := a.store.Lease(o.lease); ok && info.Holder != o.holder && o.kind == opClaim {
-		return fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, info.Holder, a.name)
+	if holder, _, ok := a.store.Holder(o.lease); ok && holder != o.holder && o.kind == opClaim {
+		return fmt.Errorf("%w: %q is held by %q in namespace %q", lease.ErrClaimDenied, o.lease, holder, a.name)
 	}
 	return fmt.Errorf("%w: lease %q in namespace %q changed under %d attempts in a row", ErrUnavailable, o.lease, a.name, o.lostRaces+1)
 }
@@ -532,8 +540,8 @@ func (a *namespaceActor) expireNext() {
 	for len(a.expiring) > 0 {
 		name := a.expiring[0]
 		a.expiring = a.expiring[1:]
-		info, ok := a.store.Lease(name)
-		if !ok || !now.After(info.Expiry) || len(a.ops[name]) > 0 {
+		_, expiry, ok := a.store.Holder(name)
+		if !ok || !now.After(expiry) || len(a.ops[name]) > 0 {
 			continue // renewed, gone, or another op will see to it
 		}
 		a.expiryOn = true
@@ -564,9 +572,9 @@ func (a *namespaceActor) reschedule() {
 // scheduleFor brings the timer forward to just after the expiry of one
 // lease, if that is sooner than it would fire.
 func (a *namespaceActor) scheduleFor(name string) {
-	info, ok := a.store.Lease(name)
-	if ok && (a.timer == nil || info.Expiry.Add(1).Before(a.timerAt)) {
-		a.setTimer(info.Expiry.Add(1))
+	_, expiry, ok := a.store.Holder(name)
+	if ok && (a.timer == nil || expiry.Add(1).Before(a.timerAt)) {
+		a.setTimer(expiry.Add(1))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 // goroutine only.
 type store interface {
 	Lease(name string) (lease.Info, bool)
+	Holder(name string) (holder string, expiry time.Time, ok bool)
 	Leases() map[string]lease.Info
 	Expiring(now time.Time) (due []string, next time.Time, ok bool)
 

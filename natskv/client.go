@@ -253,6 +253,16 @@ func (c *Client) Lease(name string) (lease.Info, bool) {
 	return c.info(s), true
 }
 
+// Holder returns the holder and expiry of a held lease, and whether it is
+// held; unlike Lease it allocates nothing.
+func (c *Client) Holder(name string) (holder string, expiry time.Time, ok bool) {
+	s, found := c.known[name]
+	if !found || !s.held {
+		return "", time.Time{}, false
+	}
+	return s.holder, s.expiry, true
+}
+
 // Fence returns the fencing token of a held lease, and whether it is held.
 func (c *Client) Fence(name string) (uint64, bool) {
 	s, ok := c.known[name]
