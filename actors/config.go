@@ -13,11 +13,12 @@ import (
 
 	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // Defaults for the zero values of Config.
 const (
-	DefaultPrefix       = "lease"
+	DefaultPrefix       = protocol.DefaultPrefix
 	DefaultMaxSleep     = time.Minute
 	DefaultMaxDuration  = time.Hour
 	DefaultClaimRetries = 3

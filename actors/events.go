@@ -10,13 +10,6 @@ import (
 	"github.com/leaseagent/lease/natskv"
 )
 
-// Subject returns the subject of an event of kind ("expired" or "claimed")
-// about a lease: <prefix>.<kind>.<namespace>.<lease>, names escaped by
-// natskv.EscapeName (plain names appear as they are).
-func Subject(prefix, kind, namespace, leaseName string) string {
-	return prefix + "." + kind + "." + natskv.EscapeName(namespace) + "." + natskv.EscapeName(leaseName)
-}
-
 // publishExpired announces that a lease was expired or released.
 func (a *namespaceActor) publishExpired(leaseName, holder string, revision uint64) {
 	a.publish(a.expiredSubject+natskv.EscapeName(leaseName), &messages.ExpiredEvent{

@@ -17,6 +17,7 @@ import (
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -199,7 +200,7 @@ func (h *harness) nextEvent() event {
 func (h *harness) expectExpired(ns, name, holder string) *messages.ExpiredEvent {
 	h.t.Helper()
 	ev := h.nextEvent()
-	want := Subject(DefaultPrefix, "expired", ns, name)
+	want := protocol.EventSubject(DefaultPrefix, protocol.EventExpired, ns, name)
 	if ev.subject != want || ev.expired.GetHolder() != holder || ev.expired.GetLease() != name || ev.expired.GetNamespace() != ns {
 		h.t.Fatalf("event %s %v; want %s for holder %q", ev.subject, ev, want, holder)
 	}
@@ -210,7 +211,7 @@ func (h *harness) expectExpired(ns, name, holder string) *messages.ExpiredEvent 
 func (h *harness) expectClaimed(ns, name, holder string) *messages.ClaimedEvent {
 	h.t.Helper()
 	ev := h.nextEvent()
-	want := Subject(DefaultPrefix, "claimed", ns, name)
+	want := protocol.EventSubject(DefaultPrefix, protocol.EventClaimed, ns, name)
 	if ev.subject != want || ev.claimed.GetHolder() != holder || ev.claimed.GetLease() != name || ev.claimed.GetNamespace() != ns {
 		h.t.Fatalf("event %s %v; want %s for holder %q", ev.subject, ev, want, holder)
 	}

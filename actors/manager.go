@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // Errors of the Manager, beside those of package lease.
@@ -21,12 +22,14 @@ var (
 
 	// ErrUnavailable means the request could not be served now (the store
 	// did not answer, or the namespace's actor restarted); it may be
-	// retried, and allows no inference about who holds the lease.
-	ErrUnavailable = errors.New("lease manager unavailable")
+	// retried, and allows no inference about who holds the lease. It is
+	// protocol.ErrUnavailable, so callers test for one error whether they
+	// use a Manager or a client.
+	ErrUnavailable = protocol.ErrUnavailable
 
 	// ErrInvalidArgument means a request named something invalid; nothing
-	// changed.
-	ErrInvalidArgument = errors.New("invalid argument")
+	// changed. It is protocol.ErrInvalidArgument.
+	ErrInvalidArgument = protocol.ErrInvalidArgument
 )
 
 // runtime is what every actor of a Manager shares.

@@ -99,6 +99,24 @@ func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
 	return res.leases, res.err
 }
 
+// Lease returns what the namespace's actor knows of one lease now, and
+// whether it is held (a lease past its expiry is not, even before it is
+// removed). It reads no store.
+func (n *Namespace) Lease(ctx context.Context, leaseName string) (lease.Info, bool, error) {
+	if err := n.checkLease(leaseName); err != nil {
+		return lease.Info{}, false, err
+	}
+	reply := make(chan leaseResult, 1)
+	if err := n.m.send(n.name, &leaseRequest{lease: leaseName, reply: reply}); err != nil {
+		return lease.Info{}, false, err
+	}
+	res, err := await(ctx, n.m, reply)
+	if err != nil {
+		return lease.Info{}, false, err
+	}
+	return res.info, res.held, res.err
+}
+
 // Token returns a lease.Token for whether holderName holds leaseName.
 func (n *Namespace) Token(leaseName, holderName string) lease.Token {
 	return &Token{n: n, lease: leaseName, holder: holderName}

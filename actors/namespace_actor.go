@@ -13,6 +13,7 @@ import (
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // Requests a namespace actor serves. Each carries a buffered reply channel
@@ -38,6 +39,15 @@ type (
 	}
 	leasesRequest struct {
 		reply chan leasesResult
+	}
+	leaseRequest struct {
+		lease string
+		reply chan leaseResult
+	}
+	leaseResult struct {
+		info lease.Info
+		held bool
+		err  error
 	}
 	leasesResult struct {
 		leases map[string]lease.Info
@@ -156,8 +166,8 @@ func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
 		ops:         make(map[string][]*op),
 		waiters:     make(map[string]map[*waiter]struct{}),
 
-		expiredSubject: Subject(rt.cfg.Prefix, "expired", shared.name, ""),
-		claimedSubject: Subject(rt.cfg.Prefix, "claimed", shared.name, ""),
+		expiredSubject: protocol.EventSubject(rt.cfg.Prefix, protocol.EventExpired, shared.name, ""),
+		claimedSubject: protocol.EventSubject(rt.cfg.Prefix, protocol.EventClaimed, shared.name, ""),
 	}
 }
 
@@ -224,6 +234,9 @@ func (a *namespaceActor) handle(msg any) {
 		a.waiters[m.lease][m.waiter] = struct{}{}
 	case *leasesRequest:
 		m.reply <- leasesResult{leases: a.store.Leases()}
+	case *leaseRequest:
+		info, _ := a.store.Lease(m.lease)
+		m.reply <- leaseResult{info: info, held: a.held(m.lease)}
 	default:
 		a.log.Error("unknown message", "type", fmt.Sprintf("%T", msg))
 	}
@@ -434,6 +447,8 @@ func failRequest(msg any, err error) {
 		trySend(m.reply, checkResult{err: err})
 	case *leasesRequest:
 		trySend(m.reply, leasesResult{err: err})
+	case *leaseRequest:
+		trySend(m.reply, leaseResult{err: err})
 	case *waitRequest:
 		trySend(m.waiter.reply, err)
 	}

@@ -587,3 +587,20 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestLeaseReportsHolderUntilExpiry(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	info, held, err := n.Lease(h.ctx(), "l")
+	if err != nil || !held || info.Holder != "h" || !info.Expiry.Equal(epoch.Add(time.Minute)) {
+		t.Fatalf("Lease = %+v, %v, %v; want held by h until %v", info, held, err, epoch.Add(time.Minute))
+	}
+	h.clock.Set(epoch.Add(time.Minute + 1)) // past expiry, not yet expired
+	if _, held, err := n.Lease(h.ctx(), "l"); err != nil || held {
+		t.Fatalf("Lease past expiry: held %v, err %v; want not held", held, err)
+	}
+	if _, held, err := n.Lease(h.ctx(), "free"); err != nil || held {
+		t.Fatalf("Lease of a free lease: held %v, err %v", held, err)
+	}
+}

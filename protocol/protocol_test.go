@@ -1,0 +1,74 @@
+package protocol_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/protocol"
+)
+
+func TestStatusRoundTrip(t *testing.T) {
+	for _, sentinel := range []error{
+		lease.ErrClaimDenied, lease.ErrNotHeld, protocol.ErrInvalidArgument,
+		protocol.ErrUnavailable, protocol.ErrInternal,
+	} {
+		t.Run(sentinel.Error(), func(t *testing.T) {
+			sent := fmt.Errorf("lease %q: %w", "l", sentinel)
+			got := protocol.Err(protocol.Status(sent))
+			if !errors.Is(got, sentinel) || got.Error() != sent.Error() {
+				t.Fatalf("round trip of %v = %v", sent, got)
+			}
+		})
+	}
+	if err := protocol.Err(protocol.Status(nil)); err != nil {
+		t.Fatalf("OK status = %v", err)
+	}
+	if err := protocol.Err(&messages.Status{}); !errors.Is(err, protocol.ErrInternal) {
+		t.Fatalf("unspecified code = %v, want ErrInternal", err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	valid, err := proto.Marshal(&messages.ClaimRequest{Lease: "l", Holder: "h", Duration: durationpb.New(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := append(append([]byte{}, valid...), 0xf8, 0x01, 0x01) // field 31, varint 1
+	tests := []struct {
+		name string
+		data string
+		json bool
+		ok   bool
+	}{
+		{"protobuf", string(valid), false, true},
+		{"empty protobuf", "", false, true},
+		{"garbage protobuf", "\xff\xff\xff", false, false},
+		{"unknown protobuf field", string(unknown), false, false},
+		{"json", `{"lease":"l","holder":"h","duration":"60s"}`, true, true},
+		{"unknown json field", `{"lease":"l","colour":"red"}`, true, false},
+		{"garbage json", `{"lease":`, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := protocol.Decode([]byte(tt.data), tt.json, &messages.ClaimRequest{})
+			if (err == nil) != tt.ok {
+				t.Fatalf("Decode = %v, ok want %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestSubjects(t *testing.T) {
+	if got := protocol.RequestSubject("lease", protocol.OpClaim, "app/one"); got != "lease.claim.app=2Fone" {
+		t.Fatalf("request subject %q", got)
+	}
+	if got := protocol.EventSubject("lease", protocol.EventExpired, "ns", "mysql"); got != "lease.expired.ns.mysql" {
+		t.Fatalf("event subject %q", got)
+	}
+}
