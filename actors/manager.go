@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
@@ -145,6 +146,10 @@ func (m *Manager) Stop(ctx context.Context) error {
 		return fmt.Errorf("actors: stop: %w", ctx.Err())
 	}
 }
+
+// Clock returns the clock the Manager decides expiry on; lease.Info.Expiry
+// values it reports are readings of it.
+func (m *Manager) Clock() clock.Clock { return m.rt.cfg.Clock }
 
 // Namespace returns the leases of one namespace. Its methods report an
 // invalid namespace name; the namespace's actor starts on first use.

@@ -96,7 +96,53 @@ func (Code) EnumDescriptor() ([]byte, []int) {
 	return file_protocol_proto_rawDescGZIP(), []int{0}
 }
 
-// Status is carried by every reply.
+// ErrorReply answers a request for an operation that does not exist. Like
+// every reply, it has its status in field 1.
+type ErrorReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorReply) Reset() {
+	*x = ErrorReply{}
+	mi := &file_protocol_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorReply) ProtoMessage() {}
+
+func (x *ErrorReply) ProtoReflect() protoreflect.Message {
+	mi := &file_protocol_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorReply.ProtoReflect.Descriptor instead.
+func (*ErrorReply) Descriptor() ([]byte, []int) {
+	return file_protocol_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ErrorReply) GetStatus() *Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// Status is carried by every reply, in field 1.
 type Status struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Code  Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=leaseagent.v1.Code" json:"code,omitempty"`
@@ -108,7 +154,7 @@ type Status struct {
 
 func (x *Status) Reset() {
 	*x = Status{}
-	mi := &file_protocol_proto_msgTypes[0]
+	mi := &file_protocol_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +166,7 @@ func (x *Status) String() string {
 func (*Status) ProtoMessage() {}
 
 func (x *Status) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[0]
+	mi := &file_protocol_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +179,7 @@ func (x *Status) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Status.ProtoReflect.Descriptor instead.
 func (*Status) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{0}
+	return file_protocol_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Status) GetCode() Code {
@@ -162,7 +208,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_protocol_proto_msgTypes[1]
+	mi := &file_protocol_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -174,7 +220,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[1]
+	mi := &file_protocol_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -187,7 +233,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{1}
+	return file_protocol_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ClaimRequest) GetLease() string {
@@ -212,17 +258,15 @@ func (x *ClaimRequest) GetDuration() *durationpb.Duration {
 }
 
 type ClaimReply struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	Status *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	// The fencing token of the holder's record, when status is OK.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClaimReply) Reset() {
 	*x = ClaimReply{}
-	mi := &file_protocol_proto_msgTypes[2]
+	mi := &file_protocol_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +278,7 @@ func (x *ClaimReply) String() string {
 func (*ClaimReply) ProtoMessage() {}
 
 func (x *ClaimReply) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[2]
+	mi := &file_protocol_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +291,7 @@ func (x *ClaimReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimReply.ProtoReflect.Descriptor instead.
 func (*ClaimReply) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{2}
+	return file_protocol_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClaimReply) GetStatus() *Status {
@@ -255,13 +299,6 @@ func (x *ClaimReply) GetStatus() *Status {
 		return x.Status
 	}
 	return nil
-}
-
-func (x *ClaimReply) GetRevision() uint64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
 }
 
 // CheckRequest asks whether holder holds lease.
@@ -275,7 +312,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_protocol_proto_msgTypes[3]
+	mi := &file_protocol_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +324,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[3]
+	mi := &file_protocol_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +337,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{3}
+	return file_protocol_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CheckRequest) GetLease() string {
@@ -320,15 +357,18 @@ func (x *CheckRequest) GetHolder() string {
 type CheckReply struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Status *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	// The fencing token of the holder's record, when status is OK.
-	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The fencing token of the holder's tenure, when status is OK.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// The KV bucket and key the token belongs to.
+	Bucket        string `protobuf:"bytes,3,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Key           string `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckReply) Reset() {
 	*x = CheckReply{}
-	mi := &file_protocol_proto_msgTypes[4]
+	mi := &file_protocol_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +380,7 @@ func (x *CheckReply) String() string {
 func (*CheckReply) ProtoMessage() {}
 
 func (x *CheckReply) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[4]
+	mi := &file_protocol_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +393,7 @@ func (x *CheckReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckReply.ProtoReflect.Descriptor instead.
 func (*CheckReply) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{4}
+	return file_protocol_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CheckReply) GetStatus() *Status {
@@ -370,6 +410,20 @@ func (x *CheckReply) GetRevision() uint64 {
 	return 0
 }
 
+func (x *CheckReply) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *CheckReply) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // ListRequest asks for the leases held in a namespace.
 type ListRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -379,7 +433,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_protocol_proto_msgTypes[5]
+	mi := &file_protocol_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +445,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[5]
+	mi := &file_protocol_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +458,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{5}
+	return file_protocol_proto_rawDescGZIP(), []int{6}
 }
 
 type LeaseInfo struct {
@@ -421,7 +475,7 @@ type LeaseInfo struct {
 
 func (x *LeaseInfo) Reset() {
 	*x = LeaseInfo{}
-	mi := &file_protocol_proto_msgTypes[6]
+	mi := &file_protocol_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +487,7 @@ func (x *LeaseInfo) String() string {
 func (*LeaseInfo) ProtoMessage() {}
 
 func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[6]
+	mi := &file_protocol_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +500,7 @@ func (x *LeaseInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseInfo.ProtoReflect.Descriptor instead.
 func (*LeaseInfo) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{6}
+	return file_protocol_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *LeaseInfo) GetLease() string {
@@ -487,7 +541,7 @@ type ListReply struct {
 
 func (x *ListReply) Reset() {
 	*x = ListReply{}
-	mi := &file_protocol_proto_msgTypes[7]
+	mi := &file_protocol_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +553,7 @@ func (x *ListReply) String() string {
 func (*ListReply) ProtoMessage() {}
 
 func (x *ListReply) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[7]
+	mi := &file_protocol_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +566,7 @@ func (x *ListReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReply.ProtoReflect.Descriptor instead.
 func (*ListReply) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{7}
+	return file_protocol_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListReply) GetStatus() *Status {
@@ -540,7 +594,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_protocol_proto_msgTypes[8]
+	mi := &file_protocol_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +606,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[8]
+	mi := &file_protocol_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +619,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{8}
+	return file_protocol_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReleaseRequest) GetLease() string {
@@ -591,7 +645,7 @@ type ReleaseReply struct {
 
 func (x *ReleaseReply) Reset() {
 	*x = ReleaseReply{}
-	mi := &file_protocol_proto_msgTypes[9]
+	mi := &file_protocol_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +657,7 @@ func (x *ReleaseReply) String() string {
 func (*ReleaseReply) ProtoMessage() {}
 
 func (x *ReleaseReply) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[9]
+	mi := &file_protocol_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +670,7 @@ func (x *ReleaseReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseReply.ProtoReflect.Descriptor instead.
 func (*ReleaseReply) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{9}
+	return file_protocol_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseReply) GetStatus() *Status {
@@ -637,7 +691,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_protocol_proto_msgTypes[10]
+	mi := &file_protocol_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +703,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[10]
+	mi := &file_protocol_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +716,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{10}
+	return file_protocol_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateRequest) GetLease() string {
@@ -685,7 +739,7 @@ type StateReply struct {
 
 func (x *StateReply) Reset() {
 	*x = StateReply{}
-	mi := &file_protocol_proto_msgTypes[11]
+	mi := &file_protocol_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +751,7 @@ func (x *StateReply) String() string {
 func (*StateReply) ProtoMessage() {}
 
 func (x *StateReply) ProtoReflect() protoreflect.Message {
-	mi := &file_protocol_proto_msgTypes[11]
+	mi := &file_protocol_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +764,7 @@ func (x *StateReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateReply.ProtoReflect.Descriptor instead.
 func (*StateReply) Descriptor() ([]byte, []int) {
-	return file_protocol_proto_rawDescGZIP(), []int{11}
+	return file_protocol_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StateReply) GetStatus() *Status {
@@ -752,25 +806,29 @@ var File_protocol_proto protoreflect.FileDescriptor
 
 const file_protocol_proto_rawDesc = "" +
 	"\n" +
-	"\x0eprotocol.proto\x12\rleaseagent.v1\x1a\x1egoogle/protobuf/duration.proto\"K\n" +
+	"\x0eprotocol.proto\x12\rleaseagent.v1\x1a\x1egoogle/protobuf/duration.proto\";\n" +
+	"\n" +
+	"ErrorReply\x12-\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\"K\n" +
 	"\x06Status\x12'\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x13.leaseagent.v1.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"s\n" +
 	"\fClaimRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x125\n" +
-	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\"W\n" +
+	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\";\n" +
 	"\n" +
 	"ClaimReply\x12-\n" +
-	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"<\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\"<\n" +
 	"\fCheckRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
-	"\x06holder\x18\x02 \x01(\tR\x06holder\"W\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\"\x81\x01\n" +
 	"\n" +
 	"CheckReply\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x04R\brevision\"\r\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
+	"\x06bucket\x18\x03 \x01(\tR\x06bucket\x12\x10\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\"\r\n" +
 	"\vListRequest\"\x8f\x01\n" +
 	"\tLeaseInfo\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
@@ -818,39 +876,41 @@ func file_protocol_proto_rawDescGZIP() []byte {
 }
 
 var file_protocol_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_protocol_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_protocol_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_protocol_proto_goTypes = []any{
 	(Code)(0),                   // 0: leaseagent.v1.Code
-	(*Status)(nil),              // 1: leaseagent.v1.Status
-	(*ClaimRequest)(nil),        // 2: leaseagent.v1.ClaimRequest
-	(*ClaimReply)(nil),          // 3: leaseagent.v1.ClaimReply
-	(*CheckRequest)(nil),        // 4: leaseagent.v1.CheckRequest
-	(*CheckReply)(nil),          // 5: leaseagent.v1.CheckReply
-	(*ListRequest)(nil),         // 6: leaseagent.v1.ListRequest
-	(*LeaseInfo)(nil),           // 7: leaseagent.v1.LeaseInfo
-	(*ListReply)(nil),           // 8: leaseagent.v1.ListReply
-	(*ReleaseRequest)(nil),      // 9: leaseagent.v1.ReleaseRequest
-	(*ReleaseReply)(nil),        // 10: leaseagent.v1.ReleaseReply
-	(*StateRequest)(nil),        // 11: leaseagent.v1.StateRequest
-	(*StateReply)(nil),          // 12: leaseagent.v1.StateReply
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*ErrorReply)(nil),          // 1: leaseagent.v1.ErrorReply
+	(*Status)(nil),              // 2: leaseagent.v1.Status
+	(*ClaimRequest)(nil),        // 3: leaseagent.v1.ClaimRequest
+	(*ClaimReply)(nil),          // 4: leaseagent.v1.ClaimReply
+	(*CheckRequest)(nil),        // 5: leaseagent.v1.CheckRequest
+	(*CheckReply)(nil),          // 6: leaseagent.v1.CheckReply
+	(*ListRequest)(nil),         // 7: leaseagent.v1.ListRequest
+	(*LeaseInfo)(nil),           // 8: leaseagent.v1.LeaseInfo
+	(*ListReply)(nil),           // 9: leaseagent.v1.ListReply
+	(*ReleaseRequest)(nil),      // 10: leaseagent.v1.ReleaseRequest
+	(*ReleaseReply)(nil),        // 11: leaseagent.v1.ReleaseReply
+	(*StateRequest)(nil),        // 12: leaseagent.v1.StateRequest
+	(*StateReply)(nil),          // 13: leaseagent.v1.StateReply
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
 }
 var file_protocol_proto_depIdxs = []int32{
-	0,  // 0: leaseagent.v1.Status.code:type_name -> leaseagent.v1.Code
-	13, // 1: leaseagent.v1.ClaimRequest.duration:type_name -> google.protobuf.Duration
-	1,  // 2: leaseagent.v1.ClaimReply.status:type_name -> leaseagent.v1.Status
-	1,  // 3: leaseagent.v1.CheckReply.status:type_name -> leaseagent.v1.Status
-	13, // 4: leaseagent.v1.LeaseInfo.expires_in:type_name -> google.protobuf.Duration
-	1,  // 5: leaseagent.v1.ListReply.status:type_name -> leaseagent.v1.Status
-	7,  // 6: leaseagent.v1.ListReply.leases:type_name -> leaseagent.v1.LeaseInfo
-	1,  // 7: leaseagent.v1.ReleaseReply.status:type_name -> leaseagent.v1.Status
-	1,  // 8: leaseagent.v1.StateReply.status:type_name -> leaseagent.v1.Status
-	13, // 9: leaseagent.v1.StateReply.expires_in:type_name -> google.protobuf.Duration
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 0: leaseagent.v1.ErrorReply.status:type_name -> leaseagent.v1.Status
+	0,  // 1: leaseagent.v1.Status.code:type_name -> leaseagent.v1.Code
+	14, // 2: leaseagent.v1.ClaimRequest.duration:type_name -> google.protobuf.Duration
+	2,  // 3: leaseagent.v1.ClaimReply.status:type_name -> leaseagent.v1.Status
+	2,  // 4: leaseagent.v1.CheckReply.status:type_name -> leaseagent.v1.Status
+	14, // 5: leaseagent.v1.LeaseInfo.expires_in:type_name -> google.protobuf.Duration
+	2,  // 6: leaseagent.v1.ListReply.status:type_name -> leaseagent.v1.Status
+	8,  // 7: leaseagent.v1.ListReply.leases:type_name -> leaseagent.v1.LeaseInfo
+	2,  // 8: leaseagent.v1.ReleaseReply.status:type_name -> leaseagent.v1.Status
+	2,  // 9: leaseagent.v1.StateReply.status:type_name -> leaseagent.v1.Status
+	14, // 10: leaseagent.v1.StateReply.expires_in:type_name -> google.protobuf.Duration
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_protocol_proto_init() }
@@ -864,7 +924,7 @@ func file_protocol_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_protocol_proto_rawDesc), len(file_protocol_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,359 @@
+// Package agent serves the lease protocol on NATS: it receives requests on
+// <prefix>.<operation>.<namespace>, hands them to an actors.Manager, and
+// replies when the Manager answers. docs/protocol.md describes the protocol.
+//
+// The service is a NATS micro service named "leaseagent" with one endpoint
+// per operation, all in the queue group "leaseagent", so several agents can
+// share the load and `nats micro ls/info/stats` show them. A request for an
+// operation that does not exist gets an error reply too.
+//
+// Handlers never wait for the Manager: each request is handed to a
+// goroutine and the handler returns, because a NATS subscription delivers
+// one message at a time and a waiting handler would serialise the service.
+// Micro's statistics therefore count requests, not their outcomes.
+//
+// Bad input (an empty or malformed body, unknown fields, invalid or
+// over-long names, a missing, non-positive or too long duration) gets a
+// CODE_INVALID_ARGUMENT reply whose message names the problem; nothing
+// changes.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// ServiceName is the micro service's name, and its queue group.
+const ServiceName = "leaseagent"
+
+// Config configures a Service.
+type Config struct {
+	// Conn is the connection requests arrive on; required.
+	Conn *nats.Conn
+	// Manager serves the requests; required. The Service does not stop it.
+	Manager *actors.Manager
+	// Prefix begins the request subjects; protocol.DefaultPrefix if empty.
+	// It must be the Manager's prefix, so that clients find the events.
+	Prefix string
+	// Version is the service version shown by `nats micro info`, in
+	// semantic-version form; "0.0.0-dev" if empty.
+	Version string
+	// RequestTimeout bounds how long one request may take; 30s if zero.
+	RequestTimeout time.Duration
+	// Logger receives the service's logs; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Validate returns an error naming the first field that is not valid.
+func (c Config) Validate() error {
+	switch {
+	case c.Conn == nil:
+		return errors.New("agent: Config.Conn: must not be nil")
+	case c.Manager == nil:
+		return errors.New("agent: Config.Manager: must not be nil")
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("agent: Config.RequestTimeout: %v is negative", c.RequestTimeout)
+	}
+	return nil
+}
+
+// Service is the running protocol service.
+type Service struct {
+	cfg      Config
+	svc      micro.Service
+	catchAll *nats.Subscription
+	ctx      context.Context
+	cancel   context.CancelFunc
+	inflight sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start starts serving.
+func Start(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = protocol.DefaultPrefix
+	}
+	if cfg.Version == "" {
+		cfg.Version = "0.0.0-dev"
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel}
+	svc, err := micro.AddService(cfg.Conn, micro.Config{
+		Name:        ServiceName,
+		Version:     cfg.Version,
+		Description: "distributed leases",
+		QueueGroup:  ServiceName,
+	})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("agent: add service: %w", err)
+	}
+	s.svc = svc
+	handlers := map[string]func(context.Context, *actors.Namespace, *request) proto.Message{
+		protocol.OpClaim:   s.claim,
+		protocol.OpCheck:   s.check,
+		protocol.OpList:    s.list,
+		protocol.OpRelease: s.release,
+		protocol.OpState:   s.state,
+	}
+	for _, op := range protocol.Operations {
+		handle := handlers[op]
+		err := svc.AddEndpoint(op, micro.HandlerFunc(func(r micro.Request) { s.serve(op, r, handle) }),
+			micro.WithEndpointSubject(cfg.Prefix+"."+op+".*"))
+		if err != nil {
+			_ = s.Stop()
+			return nil, fmt.Errorf("agent: add endpoint %s: %w", op, err)
+		}
+	}
+	// Its own queue group: in the service's group it would take requests
+	// away from the endpoints.
+	s.catchAll, err = cfg.Conn.QueueSubscribe(cfg.Prefix+".>", ServiceName+"-unknown", s.unknown)
+	if err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("agent: subscribe %s.>: %w", cfg.Prefix, err)
+	}
+	// Once Start returns, the server knows every subscription: requests
+	// sent from then on find the service.
+	if err := cfg.Conn.Flush(); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("agent: flush subscriptions: %w", err)
+	}
+	return s, nil
+}
+
+// Stop stops taking requests, waits for those in progress to be answered
+// (or to time out), and returns. It does not stop the Manager.
+func (s *Service) Stop() error {
+	s.stopOnce.Do(func() {
+		if s.catchAll != nil {
+			s.stopErr = s.catchAll.Drain()
+		}
+		if err := s.svc.Stop(); err != nil && s.stopErr == nil {
+			s.stopErr = err
+		}
+		s.inflight.Wait()
+		s.cancel()
+	})
+	return s.stopErr
+}
+
+// request is one request in progress.
+type request struct {
+	json      bool
+	data      []byte
+	namespace string
+}
+
+// serve hands a request to a goroutine and returns at once.
+func (s *Service) serve(op string, r micro.Request, handle func(context.Context, *actors.Namespace, *request) proto.Message) {
+	reply := r.Reply()
+	if reply == "" {
+		return // nobody to answer
+	}
+	req := &request{
+		json: r.Headers().Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+		data: r.Data(),
+	}
+	subject := r.Subject()
+	s.inflight.Add(1)
+	go func() {
+		defer s.inflight.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		var out proto.Message
+		ns, err := namespaceOf(subject, s.cfg.Prefix)
+		if err != nil {
+			out = failure(op, err)
+		} else {
+			req.namespace = ns
+			out = handle(ctx, s.cfg.Manager.Namespace(ns), req)
+		}
+		s.respond(reply, req.json, out)
+	}()
+}
+
+// unknown answers requests for operations that do not exist.
+func (s *Service) unknown(m *nats.Msg) {
+	if m.Reply == "" {
+		return // an event, or a publish that wants no answer
+	}
+	tokens := strings.Split(strings.TrimPrefix(m.Subject, s.cfg.Prefix+"."), ".")
+	if len(tokens) == 2 && isOperation(tokens[0]) {
+		return // its endpoint answers
+	}
+	err := fmt.Errorf("%w: unknown operation subject %q; requests go to %s.<operation>.<namespace>, operations: %s",
+		protocol.ErrInvalidArgument, m.Subject, s.cfg.Prefix, strings.Join(protocol.Operations, ", "))
+	s.respond(m.Reply, m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+		&messages.ErrorReply{Status: protocol.Status(err)})
+}
+
+func isOperation(op string) bool {
+	for _, known := range protocol.Operations {
+		if op == known {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) respond(reply string, json bool, out proto.Message) {
+	data, err := protocol.Encode(out, json)
+	if err != nil {
+		s.cfg.Logger.Error("encode reply", "error", err)
+		return
+	}
+	msg := &nats.Msg{Subject: reply, Data: data}
+	if json {
+		msg.Header = nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+	}
+	if err := s.cfg.Conn.PublishMsg(msg); err != nil {
+		s.cfg.Logger.Warn("send reply", "error", err)
+	}
+}
+
+// namespaceOf returns the namespace named by the last token of a request
+// subject.
+func namespaceOf(subject, prefix string) (string, error) {
+	token := subject[strings.LastIndexByte(subject, '.')+1:]
+	ns, err := natskv.UnescapeName(token)
+	if err != nil {
+		return "", fmt.Errorf("%w: namespace in subject: %w", protocol.ErrInvalidArgument, err)
+	}
+	if err := natskv.CheckName("namespace", ns); err != nil {
+		return "", fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	}
+	return ns, nil
+}
+
+// failure returns the reply of op that reports err.
+func failure(op string, err error) proto.Message {
+	st := protocol.Status(err)
+	switch op {
+	case protocol.OpClaim:
+		return &messages.ClaimReply{Status: st}
+	case protocol.OpCheck:
+		return &messages.CheckReply{Status: st}
+	case protocol.OpList:
+		return &messages.ListReply{Status: st}
+	case protocol.OpRelease:
+		return &messages.ReleaseReply{Status: st}
+	default:
+		return &messages.StateReply{Status: st}
+	}
+}
+
+func decode(req *request, m proto.Message) error {
+	if err := protocol.Decode(req.data, req.json, m); err != nil {
+		return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+func (s *Service) claim(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+	var in messages.ClaimRequest
+	if err := decode(req, &in); err != nil {
+		return failure(protocol.OpClaim, err)
+	}
+	if in.GetDuration() == nil {
+		return failure(protocol.OpClaim, fmt.Errorf("%w: duration is missing", protocol.ErrInvalidArgument))
+	}
+	if err := in.GetDuration().CheckValid(); err != nil {
+		return failure(protocol.OpClaim, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err))
+	}
+	err := n.ClaimContext(ctx, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration())
+	if err != nil {
+		return failure(protocol.OpClaim, err)
+	}
+	return &messages.ClaimReply{Status: protocol.Status(nil)}
+}
+
+func (s *Service) check(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+	var in messages.CheckRequest
+	if err := decode(req, &in); err != nil {
+		return failure(protocol.OpCheck, err)
+	}
+	var f natskv.Fence
+	if err := n.Token(in.GetLease(), in.GetHolder()).(*actors.Token).CheckContext(ctx, &f); err != nil {
+		return failure(protocol.OpCheck, err)
+	}
+	return &messages.CheckReply{Status: protocol.Status(nil), Revision: f.Revision, Bucket: f.Bucket, Key: f.Key}
+}
+
+func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+	var in messages.ListRequest
+	if err := decode(req, &in); err != nil {
+		return failure(protocol.OpList, err)
+	}
+	leases, err := n.Leases(ctx)
+	if err != nil {
+		return failure(protocol.OpList, err)
+	}
+	now := s.cfg.Manager.Clock().Now()
+	out := &messages.ListReply{Status: protocol.Status(nil)}
+	for name, info := range leases {
+		var f natskv.Fence
+		_ = info.Trapdoor(&f)
+		out.Leases = append(out.Leases, &messages.LeaseInfo{
+			Lease: name, Holder: info.Holder, Revision: f.Revision,
+			ExpiresIn: durationpb.New(info.Expiry.Sub(now)),
+		})
+	}
+	sort.Slice(out.Leases, func(i, j int) bool { return out.Leases[i].Lease < out.Leases[j].Lease })
+	return out
+}
+
+func (s *Service) release(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+	var in messages.ReleaseRequest
+	if err := decode(req, &in); err != nil {
+		return failure(protocol.OpRelease, err)
+	}
+	if err := n.Release(ctx, in.GetLease(), in.GetHolder()); err != nil {
+		return failure(protocol.OpRelease, err)
+	}
+	return &messages.ReleaseReply{Status: protocol.Status(nil)}
+}
+
+func (s *Service) state(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+	var in messages.StateRequest
+	if err := decode(req, &in); err != nil {
+		return failure(protocol.OpState, err)
+	}
+	info, held, err := n.Lease(ctx, in.GetLease())
+	if err != nil {
+		return failure(protocol.OpState, err)
+	}
+	out := &messages.StateReply{Status: protocol.Status(nil), Held: held}
+	if held {
+		var f natskv.Fence
+		_ = info.Trapdoor(&f)
+		out.Holder, out.Revision = info.Holder, f.Revision
+		out.ExpiresIn = durationpb.New(info.Expiry.Sub(s.cfg.Manager.Clock().Now()))
+	}
+	return out
+}

@@ -1,0 +1,214 @@
+package agent_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/agent"
+	"github.com/leaseagent/lease/internal/testenv"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
+)
+
+const patience = 10 * time.Second
+
+func request(t *testing.T, nc *nats.Conn, subject string, data []byte, header nats.Header) *nats.Msg {
+	t.Helper()
+	msg, err := nc.RequestMsg(&nats.Msg{Subject: subject, Data: data, Header: header}, patience)
+	if err != nil {
+		t.Fatalf("request %s: %v", subject, err)
+	}
+	return msg
+}
+
+func marshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func claimBody(t *testing.T, leaseName, holder string, d time.Duration) []byte {
+	return marshal(t, &messages.ClaimRequest{Lease: leaseName, Holder: holder, Duration: durationpb.New(d)})
+}
+
+// status decodes the status of a protobuf reply.
+func status(t *testing.T, msg *nats.Msg) *messages.Status {
+	t.Helper()
+	var r messages.ClaimReply // every reply has its status in field 1
+	if err := proto.Unmarshal(msg.Data, &r); err != nil {
+		t.Fatalf("reply on %s: %v", msg.Subject, err)
+	}
+	return r.GetStatus()
+}
+
+func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	unknownField := append(claimBody(t, "l", "h", time.Minute), 0xf8, 0x01, 0x01)
+	tests := []struct {
+		name    string
+		subject string
+		data    []byte
+		want    string // the reply's message names the problem
+	}{
+		{"empty claim body", "lease.claim.ns", nil, "duration is missing"},
+		{"garbage", "lease.claim.ns", []byte("\xff\xff\xff\xff"), "malformed protobuf"},
+		{"unknown field", "lease.claim.ns", unknownField, "unknown fields"},
+		{"long lease name", "lease.claim.ns", claimBody(t, strings.Repeat("x", natskv.MaxNameBytes+1), "h", time.Minute), "bytes long"},
+		{"invalid lease name", "lease.claim.ns", claimBody(t, "a.b", "h", time.Minute), "lease name"},
+		{"empty holder", "lease.claim.ns", claimBody(t, "l", "", time.Minute), "holder name"},
+		{"zero duration", "lease.claim.ns", claimBody(t, "l", "h", 0), "duration"},
+		{"negative duration", "lease.claim.ns", claimBody(t, "l", "h", -time.Second), "duration"},
+		{"absurd duration", "lease.claim.ns", claimBody(t, "l", "h", 1000*time.Hour), "duration"},
+		{"bad namespace escape", "lease.claim.a=ZZ", claimBody(t, "l", "h", time.Minute), "namespace"},
+		{"check of invalid lease", "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "#", Holder: "h"}), "lease name"},
+		{"release by empty holder", "lease.release.ns", marshal(t, &messages.ReleaseRequest{Lease: "l"}), "holder name"},
+		{"state of empty lease", "lease.state.ns", nil, "lease name"},
+		{"unknown operation", "lease.frobnicate.ns", nil, "unknown operation"},
+		{"too many tokens", "lease.claim.ns.extra", nil, "unknown operation"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := status(t, request(t, nc, tt.subject, tt.data, nil))
+			if st.GetCode() != messages.Code_CODE_INVALID_ARGUMENT || !strings.Contains(st.GetMessage(), tt.want) {
+				t.Fatalf("status %v %q; want INVALID_ARGUMENT naming %q", st.GetCode(), st.GetMessage(), tt.want)
+			}
+		})
+	}
+	// Nothing was claimed, and the agent still serves.
+	leases, err := e.Manager.Namespace("ns").Leases(context.Background())
+	if err != nil || len(leases) != 0 {
+		t.Fatalf("after bad input: leases %v, err %v", leases, err)
+	}
+	if st := status(t, request(t, nc, "lease.claim.ns", claimBody(t, "l", "h", time.Minute), nil)); st.GetCode() != messages.Code_CODE_OK {
+		t.Fatalf("good claim after bad input: %v", st)
+	}
+}
+
+func TestJSONRequestGetsJSONReply(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	h := nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+	msg := request(t, nc, "lease.claim.ns", []byte(`{"lease":"mysql","holder":"unit/0","duration":"60s"}`), h)
+	if msg.Header.Get(protocol.HeaderContentType) != protocol.ContentTypeJSON {
+		t.Fatalf("reply content type %q", msg.Header.Get(protocol.HeaderContentType))
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		t.Fatalf("reply is not JSON: %q", msg.Data)
+	}
+	if st, _ := reply["status"].(map[string]any); st["code"] != "CODE_OK" {
+		t.Fatalf("reply %s", msg.Data)
+	}
+	msg = request(t, nc, "lease.check.ns", []byte(`{"lease":"mysql","holder":"unit/0","colour":"red"}`), h)
+	if !strings.Contains(string(msg.Data), "CODE_INVALID_ARGUMENT") || !strings.Contains(string(msg.Data), "colour") {
+		t.Fatalf("unknown JSON field reply %s, want INVALID_ARGUMENT naming the field", msg.Data)
+	}
+}
+
+func TestReplyCodesMapOntoLeaseErrors(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	if st := status(t, request(t, nc, "lease.claim.ns", claimBody(t, "l", "a", time.Minute), nil)); st.GetCode() != messages.Code_CODE_OK {
+		t.Fatal(st)
+	}
+	tests := []struct {
+		name    string
+		subject string
+		data    []byte
+		want    error
+	}{
+		{"denied", "lease.claim.ns", claimBody(t, "l", "b", time.Minute), lease.ErrClaimDenied},
+		{"not held", "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "l", Holder: "b"}), lease.ErrNotHeld},
+		{"release by non-holder", "lease.release.ns", marshal(t, &messages.ReleaseRequest{Lease: "l", Holder: "b"}), lease.ErrNotHeld},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := protocol.Err(status(t, request(t, nc, tt.subject, tt.data, nil))); !errors.Is(err, tt.want) {
+				t.Fatalf("reply = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestListAndStateReportHolderAndFence(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	request(t, nc, "lease.claim.ns", claimBody(t, "b", "hb", 2*time.Minute), nil)
+	request(t, nc, "lease.claim.ns", claimBody(t, "a", "ha", time.Minute), nil)
+	var check messages.CheckReply
+	if err := proto.Unmarshal(request(t, nc, "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "a", Holder: "ha"}), nil).Data, &check); err != nil {
+		t.Fatal(err)
+	}
+	if check.GetRevision() == 0 || check.GetKey() != "ns.a" || check.GetBucket() != natskv.DefaultBucket {
+		t.Fatalf("check reply %v", &check)
+	}
+	var list messages.ListReply
+	if err := proto.Unmarshal(request(t, nc, "lease.list.ns", nil, nil).Data, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetLeases()) != 2 || list.GetLeases()[0].GetLease() != "a" || list.GetLeases()[0].GetRevision() != check.GetRevision() ||
+		list.GetLeases()[0].GetExpiresIn().AsDuration() != time.Minute {
+		t.Fatalf("list reply %v", &list)
+	}
+	var state messages.StateReply
+	if err := proto.Unmarshal(request(t, nc, "lease.state.ns", marshal(t, &messages.StateRequest{Lease: "b"}), nil).Data, &state); err != nil {
+		t.Fatal(err)
+	}
+	if !state.GetHeld() || state.GetHolder() != "hb" || state.GetExpiresIn().AsDuration() != 2*time.Minute {
+		t.Fatalf("state reply %v", &state)
+	}
+}
+
+func TestServiceIsVisibleToMicroTools(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	msg := request(t, nc, "$SRV.INFO."+agent.ServiceName, nil, nil)
+	var info micro.Info
+	if err := json.Unmarshal(msg.Data, &info); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ep := range info.Endpoints {
+		names = append(names, ep.Name+"="+ep.Subject)
+	}
+	want := "claim=lease.claim.*,check=lease.check.*,list=lease.list.*,release=lease.release.*,state=lease.state.*"
+	if info.Name != agent.ServiceName || strings.Join(names, ",") != want {
+		t.Fatalf("service %q endpoints %v, want %s", info.Name, names, want)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	e := testenv.Start(t)
+	tests := []struct {
+		name  string
+		cfg   agent.Config
+		field string
+	}{
+		{"no conn", agent.Config{Manager: e.Manager}, "Config.Conn"},
+		{"no manager", agent.Config{Conn: e.Conn}, "Config.Manager"},
+		{"negative timeout", agent.Config{Conn: e.Conn, Manager: e.Manager, RequestTimeout: -1}, "Config.RequestTimeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := agent.Start(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.field) {
+				t.Fatalf("Start: %v, want an error naming %s", err, tt.field)
+			}
+		})
+	}
+}
+

@@ -1,0 +1,194 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// Namespace is the leases of one namespace, reached through the agent.
+type Namespace struct {
+	c    *Client
+	name string
+}
+
+var (
+	_ lease.Claimer = (*Namespace)(nil)
+	_ lease.Checker = (*Namespace)(nil)
+)
+
+// Name returns the namespace's name.
+func (n *Namespace) Name() string { return n.name }
+
+// Claim is ClaimContext bounded by the call timeout.
+func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.c.opts.callTimeout)
+	defer cancel()
+	return n.ClaimContext(ctx, leaseName, holderName, duration)
+}
+
+// ClaimContext claims the lease for the holder, or extends it if the holder
+// holds it. On nil, the holder keeps the lease until at least duration
+// after the call started. ErrClaimDenied means another holder holds it.
+func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	in := &messages.ClaimRequest{Lease: leaseName, Holder: holderName, Duration: durationpb.New(duration)}
+	return n.c.call(ctx, protocol.OpClaim, n.name, in, &messages.ClaimReply{}, true)
+}
+
+// Release gives up a lease that holder holds, now. ErrNotHeld means holder
+// does not hold it.
+func (n *Namespace) Release(ctx context.Context, leaseName, holderName string) error {
+	in := &messages.ReleaseRequest{Lease: leaseName, Holder: holderName}
+	return n.c.call(ctx, protocol.OpRelease, n.name, in, &messages.ReleaseReply{}, false)
+}
+
+// LeaseInfo is a held lease as the agent reports it.
+type LeaseInfo struct {
+	Lease  string
+	Holder string
+	// ExpiresIn is how long from the agent's reply the lease may expire.
+	ExpiresIn time.Duration
+	// Revision is the fencing token of the holder's tenure.
+	Revision uint64
+}
+
+// Leases returns the held leases of the namespace, by name.
+func (n *Namespace) Leases(ctx context.Context) ([]LeaseInfo, error) {
+	var out messages.ListReply
+	if err := n.c.call(ctx, protocol.OpList, n.name, &messages.ListRequest{}, &out, true); err != nil {
+		return nil, err
+	}
+	leases := make([]LeaseInfo, 0, len(out.GetLeases()))
+	for _, l := range out.GetLeases() {
+		leases = append(leases, LeaseInfo{
+			Lease: l.GetLease(), Holder: l.GetHolder(),
+			ExpiresIn: l.GetExpiresIn().AsDuration(), Revision: l.GetRevision(),
+		})
+	}
+	return leases, nil
+}
+
+// State is whether a lease is held and by whom.
+type State struct {
+	Held      bool
+	Holder    string
+	Revision  uint64
+	ExpiresIn time.Duration
+}
+
+// Lease asks the agent whether a lease is held.
+func (n *Namespace) Lease(ctx context.Context, leaseName string) (State, error) {
+	var out messages.StateReply
+	if err := n.c.call(ctx, protocol.OpState, n.name, &messages.StateRequest{Lease: leaseName}, &out, true); err != nil {
+		return State{}, err
+	}
+	return State{Held: out.GetHeld(), Holder: out.GetHolder(), Revision: out.GetRevision(), ExpiresIn: out.GetExpiresIn().AsDuration()}, nil
+}
+
+// WaitUntilExpired is WaitUntilExpiredContext with no deadline.
+func (n *Namespace) WaitUntilExpired(leaseName string) error {
+	return n.WaitUntilExpiredContext(context.Background(), leaseName)
+}
+
+// WaitUntilExpiredContext returns nil once the lease is not held: at once
+// if it is free, otherwise when its expired event arrives or a periodic
+// re-ask finds it free. It returns an error wrapping ctx's error if ctx
+// ends first.
+func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName string) error {
+	if err := natskv.CheckName("lease", leaseName); err != nil {
+		return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	}
+	if err := natskv.CheckName("namespace", n.name); err != nil {
+		return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	}
+	events := make(chan struct{}, 1)
+	sub, err := n.c.nc.Subscribe(protocol.EventSubject(n.c.opts.prefix, protocol.EventExpired, n.name, leaseName), func(*nats.Msg) {
+		select {
+		case events <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: subscribe to expiry of %q: %w", protocol.ErrUnavailable, leaseName, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	// The subscription must reach the server before we ask, or an expiry
+	// between the answer and the subscription would be missed.
+	if err := n.flush(ctx); err != nil {
+		return fmt.Errorf("%w: subscribe to expiry of %q: %w", protocol.ErrUnavailable, leaseName, err)
+	}
+	poll := time.NewTicker(n.c.opts.waitPoll)
+	defer poll.Stop()
+	for {
+		st, err := n.Lease(ctx, leaseName)
+		if err != nil {
+			return err
+		}
+		if !st.Held {
+			return nil
+		}
+		select {
+		case <-events:
+			return nil
+		case <-poll.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %q: %w", leaseName, ctx.Err())
+		}
+	}
+}
+
+// flush waits until the server has seen everything sent so far, or ctx
+// ends, or the request timeout passes.
+func (n *Namespace) flush(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(ctx, n.c.opts.requestTimeout)
+	defer cancel()
+	return n.c.nc.FlushWithContext(fctx)
+}
+
+// Token returns a lease.Token for whether holderName holds leaseName.
+func (n *Namespace) Token(leaseName, holderName string) lease.Token {
+	return &Token{n: n, lease: leaseName, holder: holderName}
+}
+
+// Token reports whether a holder holds a lease; see lease.Token.
+type Token struct {
+	n             *Namespace
+	lease, holder string
+}
+
+// Check is CheckContext bounded by the call timeout.
+func (t *Token) Check(trapdoorKey interface{}) error {
+	ctx, cancel := context.WithTimeout(context.Background(), t.n.c.opts.callTimeout)
+	defer cancel()
+	return t.CheckContext(ctx, trapdoorKey)
+}
+
+// CheckContext asks the agent whether the holder holds the lease: nil if
+// so, ErrNotHeld if not. A *natskv.Fence trapdoor key receives the fencing
+// token; any other non-nil key is an error.
+func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error {
+	switch trapdoorKey.(type) {
+	case nil, *natskv.Fence:
+	default:
+		return fmt.Errorf("client: trapdoor key of type %T not supported; use *natskv.Fence", trapdoorKey)
+	}
+	var out messages.CheckReply
+	if err := t.n.c.call(ctx, protocol.OpCheck, t.n.name, &messages.CheckRequest{Lease: t.lease, Holder: t.holder}, &out, true); err != nil {
+		return err
+	}
+	if f, ok := trapdoorKey.(*natskv.Fence); ok {
+		if f == nil {
+			return fmt.Errorf("client: trapdoor key is a nil *natskv.Fence")
+		}
+		*f = natskv.Fence{Bucket: out.GetBucket(), Key: out.GetKey(), Revision: out.GetRevision()}
+	}
+	return nil
+}
