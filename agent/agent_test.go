@@ -211,4 +211,3 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
-
