@@ -1,0 +1,254 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// ErrLeadershipLost is returned by Elect when the lease could not be renewed
+// in time: the work's context was cancelled before the guarantee ran out.
+var ErrLeadershipLost = errors.New("leadership lost")
+
+// Election configures Elect: who runs for which lease, and what to do as
+// leader.
+type Election struct {
+	// Lease and Holder name the lease that makes a leader, and this
+	// candidate.
+	Lease, Holder string
+
+	// Duration is the lease's duration: how long a leader that cannot
+	// reach the agent may go on. Required.
+	Duration time.Duration
+
+	// RenewEvery is how often the leader extends the lease; Duration/3 if
+	// zero. It must leave time for retries before the guarantee runs out.
+	RenewEvery time.Duration
+
+	// Margin is how long before the guarantee runs out the work's context
+	// is cancelled, to allow for the work to notice and for clock-rate
+	// differences; Duration/10 if zero.
+	Margin time.Duration
+
+	// RetryEvery is how often a follower tries to claim the lease, beside
+	// trying at once when the lease's expired event arrives; Duration/3 if
+	// zero.
+	RetryEvery time.Duration
+
+	// Release gives the lease up when Elect returns while leading, so a
+	// follower can take over at once instead of after Duration.
+	Release bool
+
+	// Run is the leader's work, called once leadership is won, on its own
+	// goroutine. Its context is cancelled when Elect's context ends, or
+	// Margin before the guarantee runs out if the lease was not renewed.
+	// Required.
+	Run func(ctx context.Context)
+
+	// OnStoppedLeading is called after Run has returned.
+	OnStoppedLeading func()
+
+	// OnNewLeader is called with the holder of each new claim of the lease,
+	// this candidate included, as the claimed events arrive.
+	OnNewLeader func(holder string)
+
+	// OnRenewed is called after each successful claim or renewal with the
+	// moment until which leadership is guaranteed.
+	OnRenewed func(until time.Time)
+}
+
+func (e *Election) validate() error {
+	switch {
+	case e.Duration <= 0:
+		return fmt.Errorf("%w: Election.Duration: %v must be positive", protocol.ErrInvalidArgument, e.Duration)
+	case e.Run == nil:
+		return fmt.Errorf("%w: Election.Run: must not be nil", protocol.ErrInvalidArgument)
+	case e.RenewEvery < 0 || e.Margin < 0 || e.RetryEvery < 0:
+		return fmt.Errorf("%w: Election: RenewEvery, Margin and RetryEvery must not be negative", protocol.ErrInvalidArgument)
+	}
+	if e.RenewEvery == 0 {
+		e.RenewEvery = e.Duration / 3
+	}
+	if e.Margin == 0 {
+		e.Margin = e.Duration / 10
+	}
+	if e.RetryEvery == 0 {
+		e.RetryEvery = e.Duration / 3
+	}
+	if e.RenewEvery+e.Margin >= e.Duration {
+		return fmt.Errorf("%w: Election: RenewEvery %v plus Margin %v leaves no time to renew within Duration %v",
+			protocol.ErrInvalidArgument, e.RenewEvery, e.Margin, e.Duration)
+	}
+	return nil
+}
+
+// Elect runs for leadership of a lease until ctx ends: it claims the lease,
+// and while it holds it runs e.Run and renews every e.RenewEvery.
+//
+// Every deadline is computed from when a claim *started*: a claim that
+// started at t guarantees leadership until t+Duration, so Run's context is
+// cancelled at t+Duration-Margin unless a later claim succeeded. A
+// leader cut off from the agent therefore stops working before any other
+// candidate can win the lease.
+//
+// Elect returns ctx's error when ctx ends, nil when Run returns by itself,
+// and ErrLeadershipLost when a renewal was denied or could not be made in
+// time. It waits for Run to return before returning.
+func (n *Namespace) Elect(ctx context.Context, e Election) error {
+	if err := e.validate(); err != nil {
+		return err
+	}
+	expired := make(chan struct{}, 1)
+	subs, err := n.electionEvents(e, expired)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, s := range subs {
+			_ = s.Unsubscribe()
+		}
+	}()
+	for {
+		start := time.Now()
+		err := n.ClaimContext(ctx, e.Lease, e.Holder, e.Duration)
+		switch {
+		case err == nil:
+			return n.lead(ctx, &e, start)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, protocol.ErrInvalidArgument):
+			return err
+		}
+		// Denied, or the agent is unreachable: try again later, or as
+		// soon as the lease expires.
+		t := time.NewTimer(e.RetryEvery)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-expired:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// electionEvents subscribes to the lease's expired events (to try at once)
+// and claimed events (for OnNewLeader).
+func (n *Namespace) electionEvents(e Election, expired chan struct{}) ([]*nats.Subscription, error) {
+	prefix, nc := n.c.opts.prefix, n.c.nc
+	onExpired, err := nc.Subscribe(protocol.EventSubject(prefix, protocol.EventExpired, n.name, e.Lease), func(*nats.Msg) {
+		select {
+		case expired <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: subscribe to expiry: %w", protocol.ErrUnavailable, err)
+	}
+	subs := []*nats.Subscription{onExpired}
+	if e.OnNewLeader != nil {
+		onClaimed, err := nc.Subscribe(protocol.EventSubject(prefix, protocol.EventClaimed, n.name, e.Lease), func(m *nats.Msg) {
+			var ev messages.ClaimedEvent
+			if proto.Unmarshal(m.Data, &ev) == nil {
+				e.OnNewLeader(ev.GetHolder())
+			}
+		})
+		if err != nil {
+			_ = onExpired.Unsubscribe()
+			return nil, fmt.Errorf("%w: subscribe to claims: %w", protocol.ErrUnavailable, err)
+		}
+		subs = append(subs, onClaimed)
+	}
+	return subs, nil
+}
+
+// lead runs the work while renewing, from a claim that started at start.
+func (n *Namespace) lead(ctx context.Context, e *Election, start time.Time) error {
+	until := start.Add(e.Duration)
+	if e.OnRenewed != nil {
+		e.OnRenewed(until)
+	}
+	work, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	cutoff := time.AfterFunc(time.Until(until.Add(-e.Margin)), stopWork)
+	defer cutoff.Stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.Run(work)
+	}()
+
+	result := n.renew(ctx, work, e, start, &until, cutoff, done)
+	stopWork()
+	<-done
+	if e.OnStoppedLeading != nil {
+		e.OnStoppedLeading()
+	}
+	if e.Release && time.Now().Before(until) {
+		rctx, cancel := context.WithTimeout(context.Background(), n.c.opts.requestTimeout)
+		defer cancel()
+		if err := n.Release(rctx, e.Lease, e.Holder); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
+			result = fmt.Errorf("release %q: %w", e.Lease, err)
+		}
+	}
+	return result
+}
+
+// leadEnded says why leading ended: ctx ended, or the cutoff passed
+// without a renewal (the work's context is cancelled), or else the work
+// returned by itself.
+func leadEnded(ctx, work context.Context) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case work.Err() != nil:
+		return ErrLeadershipLost
+	}
+	return nil
+}
+
+// renew extends the lease every RenewEvery until the work ends, ctx ends,
+// or a renewal is denied or cannot be made before the cutoff.
+func (n *Namespace) renew(ctx, work context.Context, e *Election, last time.Time, until *time.Time, cutoff *time.Timer, done <-chan struct{}) error {
+	next := time.NewTimer(time.Until(last.Add(e.RenewEvery)))
+	defer next.Stop()
+	for {
+		select {
+		case <-done:
+			return leadEnded(ctx, work)
+		case <-work.Done():
+			return leadEnded(ctx, work)
+		case <-next.C:
+		}
+		start := time.Now()
+		// A renewal that has not succeeded by the cutoff is too late.
+		rctx, cancel := context.WithDeadline(ctx, until.Add(-e.Margin))
+		err := n.ClaimContext(rctx, e.Lease, e.Holder, e.Duration)
+		cancel()
+		switch {
+		case err == nil:
+			*until = start.Add(e.Duration)
+			cutoff.Reset(time.Until(until.Add(-e.Margin)))
+			if e.OnRenewed != nil {
+				e.OnRenewed(*until)
+			}
+			next.Reset(time.Until(start.Add(e.RenewEvery)))
+		case errors.Is(err, lease.ErrClaimDenied):
+			return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			// Unreachable for now: try again soon, until the cutoff.
+			next.Reset(min(e.RenewEvery, n.c.opts.maxBackoff))
+		}
+	}
+}
