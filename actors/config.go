@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,7 +94,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Conn == nil:
 		return errors.New("actors: Config.Conn: must not be nil")
-	case c.Prefix != "" && !validPrefix(c.Prefix):
+	case c.Prefix != "" && !protocol.ValidPrefix(c.Prefix):
 		return fmt.Errorf("actors: Config.Prefix: %q is not a NATS subject prefix of plain tokens", c.Prefix)
 	case c.MaxSleep < 0:
 		return fmt.Errorf("actors: Config.MaxSleep: %v is negative", c.MaxSleep)
@@ -144,15 +143,4 @@ func (c Config) withDefaults() Config {
 		c.hooks = &hooks{}
 	}
 	return c
-}
-
-// validPrefix reports whether p is one or more dot-separated tokens of
-// plain characters, so that subjects built on it have no wildcards.
-func validPrefix(p string) bool {
-	for _, tok := range strings.Split(p, ".") {
-		if tok == "" || natskv.EscapeName(tok) != tok {
-			return false
-		}
-	}
-	return true
 }

@@ -87,7 +87,7 @@ func WithWaitPoll(d time.Duration) Option { return func(o *options) { o.waitPoll
 
 func (o options) validate() error {
 	switch {
-	case o.prefix == "" || !validPrefix(o.prefix):
+	case o.prefix == "" || !protocol.ValidPrefix(o.prefix):
 		return fmt.Errorf("client: prefix %q is not a NATS subject prefix of plain tokens", o.prefix)
 	case o.requestTimeout <= 0:
 		return fmt.Errorf("client: request timeout %v must be positive", o.requestTimeout)
@@ -99,20 +99,6 @@ func (o options) validate() error {
 		return fmt.Errorf("client: wait poll %v must be positive", o.waitPoll)
 	}
 	return nil
-}
-
-func validPrefix(p string) bool {
-	start := 0
-	for i := 0; i <= len(p); i++ {
-		if i == len(p) || p[i] == '.' {
-			tok := p[start:i]
-			if tok == "" || natskv.EscapeName(tok) != tok {
-				return false
-			}
-			start = i + 1
-		}
-	}
-	return true
 }
 
 // Client talks to leaseagent over a NATS connection it does not own.

@@ -11,6 +11,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -40,6 +41,17 @@ const (
 	EventExpired = "expired" // messages.ExpiredEvent
 	EventClaimed = "claimed" // messages.ClaimedEvent
 )
+
+// ValidPrefix reports whether p can begin subjects: one or more
+// dot-separated tokens of plain characters (no wildcards, no escapes).
+func ValidPrefix(p string) bool {
+	for _, tok := range strings.Split(p, ".") {
+		if tok == "" || natskv.EscapeName(tok) != tok {
+			return false
+		}
+	}
+	return true
+}
 
 // RequestSubject returns the subject of an operation on a namespace.
 func RequestSubject(prefix, op, namespace string) string {

@@ -72,3 +72,14 @@ func TestSubjects(t *testing.T) {
 		t.Fatalf("event subject %q", got)
 	}
 }
+
+func TestValidPrefix(t *testing.T) {
+	for p, want := range map[string]bool{
+		"lease": true, "org.leases": true, "a-b_c": true,
+		"": false, "a..b": false, ".a": false, "a.": false, "a.*": false, "a.>": false, "a b": false, "a/b": false,
+	} {
+		if got := protocol.ValidPrefix(p); got != want {
+			t.Errorf("ValidPrefix(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
