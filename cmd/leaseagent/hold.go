@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/client"
+)
+
+func newHoldCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "hold NS LEASE HOLDER DURATION -- CMD [ARGS...]",
+		Short: "Run a command while holding a lease",
+		Long: "hold waits until HOLDER can claim LEASE, then runs CMD while renewing the lease\n" +
+			"every DURATION/3. If a renewal is denied or cannot be made in time, CMD gets\n" +
+			"SIGTERM DURATION/5 before the lease could pass to anyone else, and SIGKILL half\n" +
+			"of that later. When CMD exits the lease is released, and hold exits with CMD's\n" +
+			"status; it exits 1 if the lease was lost. Like 'consul lock' and flock(1).",
+		Example: "  leaseagent hold myapp cron host-1 30s -- ./nightly-job.sh",
+		Args: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.ArgsLenAtDash()
+			if dash != 4 || len(args) < 5 {
+				return usagef(cmd, "want NS LEASE HOLDER DURATION -- CMD [ARGS...]")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := time.ParseDuration(args[3])
+			if err != nil || d <= 0 {
+				return usagef(cmd, "bad DURATION %q: want a positive Go duration such as 30s", args[3])
+			}
+			return a.withNamespace(cmd, args[0], false, func(ctx context.Context, ns *client.Namespace) error {
+				return hold(ctx, ns, args[1], args[2], d, args[4:])
+			})
+		},
+	}
+}
+
+// commandExit is the exit status of the command hold ran: leaseagent exits
+// with it, and prints nothing of its own.
+type commandExit struct{ code int }
+
+func (e *commandExit) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
+
+// hold runs argv while holder holds the lease, as newHoldCommand describes.
+func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d time.Duration, argv []string) error {
+	margin := d / 5
+	var (
+		status  = -1
+		runErr  error
+		started bool
+	)
+	err := ns.Elect(ctx, client.Election{
+		Lease: leaseName, Holder: holder, Duration: d, Margin: margin, Release: true,
+		Run: func(work context.Context) {
+			started = true
+			status, runErr = runCommand(work, argv, margin/2)
+		},
+	})
+	switch {
+	case !started:
+		return err
+	case runErr != nil:
+		return fmt.Errorf("run %s: %w", argv[0], runErr)
+	case errors.Is(err, client.ErrLeadershipLost):
+		return fmt.Errorf("%w: lost %s/%s, stopped %s: %w", lease.ErrNotHeld, ns.Name(), leaseName, argv[0], err)
+	case status != 0:
+		return &commandExit{code: status}
+	}
+	return nil
+}
+
+// runCommand runs argv until it exits or ctx ends; then it sends SIGTERM,
+// and SIGKILL after grace. It returns the command's exit status (128 plus
+// the signal's number if a signal ended it).
+func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return -1, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-exited:
+	case <-ctx.Done():
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		kill := time.NewTimer(grace)
+		select {
+		case err = <-exited:
+			kill.Stop()
+		case <-kill.C:
+			_ = cmd.Process.Kill()
+			err = <-exited
+		}
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exit):
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return exit.ExitCode(), nil
+	}
+	return -1, err
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hold runs its command while holding the lease; a second hold on the same
+// lease waits, and runs its command only after the first has exited.
+func TestHoldRunsCommandsOneAtATime(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	dir := t.TempDir()
+	gate, marker := filepath.Join(dir, "gate"), filepath.Join(dir, "a-done")
+	if err := syscall.Mkfifo(gate, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// a's command runs until the test opens and closes the gate, leaves a
+	// marker, and exits 3.
+	a := start(t, d.url, "hold", "ns", "job", "a", "3s", "--",
+		"sh", "-c", `echo running-a; cat "$0" >/dev/null; touch "$1"; exit 3`, gate, marker)
+	if line := nextLine(t, a.stdout, "a's command"); line != "running-a" {
+		t.Fatalf("a printed %q", line)
+	}
+	if tok := token(t, d.url, "ns", "job", "a"); tok == 0 {
+		t.Fatal("a holds no fencing token")
+	}
+	// b's command says whether a's had finished when b's started.
+	b := start(t, d.url, "hold", "ns", "job", "b", "3s", "--",
+		"sh", "-c", `if test -e "$0"; then echo running-b-after-a; else echo running-b-early; fi`, marker)
+
+	mustCLI(t, d.url, 1, "check", "ns", "job", "b") // b waits: a still holds
+	f, err := os.OpenFile(gate, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close() // a's command finishes
+
+	if code := a.exitCode(t); code != 3 {
+		t.Fatalf("hold a exited %d, want its command's 3", code)
+	}
+	exited := time.Now()
+	if line := nextLine(t, b.stdout, "b's command"); line != "running-b-after-a" {
+		t.Fatalf("b printed %q", line)
+	}
+	// a released the lease on exit: b did not wait out a's 3s.
+	if waited := time.Since(exited); waited > 2*time.Second {
+		t.Fatalf("b ran %v after a exited: the lease was not released", waited)
+	}
+	if code := b.exitCode(t); code != 0 {
+		t.Fatalf("hold b exited %d, want 0", code)
+	}
+	if out, _ := mustCLI(t, d.url, 0, "leases", "ns"); strings.Contains(out, "job") {
+		t.Fatalf("lease still held after both holds exited:\n%s", out)
+	}
+}
+
+func TestHoldUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"hold", "ns", "job", "a", "3s"},                 // no command
+		{"hold", "ns", "job", "a", "--", "true"},         // no duration
+		{"hold", "ns", "job", "a", "soon", "--", "true"}, // bad duration
+	} {
+		if _, _, code := cli(t, "nats://127.0.0.1:1", args...); code != exitUsage {
+			t.Errorf("leaseagent %s: exit %d, want %d", strings.Join(args, " "), code, exitUsage)
+		}
+	}
+}

@@ -1,0 +1,404 @@
+// Command leaseagent is the lease agent daemon and its operator CLI.
+//
+// Run with no arguments (or as `leaseagent serve`), it starts an embedded
+// NATS server with JetStream on 127.0.0.1:4222, keeps its data under
+// ./leaseagent-data with every write fsynced before it is acknowledged, and
+// serves the lease protocol on it. When it is ready it prints one line to
+// standard output saying where it listens, for example
+//
+//	leaseagent listening on nats://127.0.0.1:4222 (embedded, data in ./leaseagent-data)
+//
+// and logs to standard error (the embedded server's own notices at debug
+// level, its warnings and errors as such). SIGINT or SIGTERM stops it
+// cleanly: it answers the requests in progress, stops the lease actors,
+// closes its connection and flushes and stops the embedded server, then
+// exits 0; a second signal ends it at once. With --nats-url it uses that NATS
+// server (which must have JetStream) instead of starting one, creating the
+// bucket if it is missing; --listen and --data-dir cannot be combined with it.
+//
+// The other subcommands reach a running agent over NATS:
+//
+//	leaseagent claim NS LEASE HOLDER DURATION  claim or extend a lease (DURATION like 30s)
+//	leaseagent release NS LEASE HOLDER         give a held lease up now
+//	leaseagent check NS LEASE HOLDER           print the fencing token if HOLDER holds LEASE
+//	leaseagent leases NS                       list the held leases of a namespace
+//	leaseagent wait NS LEASE                   block until LEASE is not held
+//	leaseagent watch [NS]                      print claimed and expired events as they happen
+//	leaseagent hold NS LEASE HOLDER DURATION -- CMD [ARGS...]
+//	                                           run CMD while holding LEASE; exit with its status
+//	leaseagent version                         print the version
+//
+// # Flags and environment
+//
+// Flags for every command:
+//
+//	--nats-url URL       NATS server to connect to (default nats://127.0.0.1:4222);
+//	                     for serve, an external server to use instead of the embedded one
+//	--creds FILE         NATS credentials file
+//	--user, --password   NATS user name and password
+//	--token TOKEN        NATS authentication token
+//	--tls-ca FILE        CA certificates to verify the server with
+//	--tls-cert FILE      client certificate (with --tls-key)
+//	--tls-key FILE       client certificate's key (with --tls-cert)
+//	--prefix PREFIX      subject prefix of the lease protocol (default lease)
+//	--timeout DURATION   how long a command waits for the agent, or serve for
+//	                     its store at startup (default 10s); wait and watch
+//	                     wait until interrupted unless --timeout is given
+//	--log-level LEVEL    debug, info, warn or error (default info)
+//
+// Flags of serve (and of leaseagent without a subcommand):
+//
+//	--listen HOST:PORT      address of the embedded server (default 127.0.0.1:4222;
+//	                        an empty host means every interface, port 0 a free port)
+//	--data-dir DIR          JetStream directory of the embedded server (default ./leaseagent-data)
+//	--bucket NAME           KV bucket holding the leases (default leases)
+//	--replicas N            copies of the bucket, when it is created (default 1)
+//	--max-duration DURATION longest lease a claim may ask for (default 1h)
+//
+// Every flag can also be set by an environment variable named LEASEAGENT_
+// followed by the flag's name in upper case with '-' replaced by '_', for
+// example LEASEAGENT_NATS_URL or LEASEAGENT_DATA_DIR. A flag given on the
+// command line wins over its variable; an empty variable counts as unset.
+// The authentication and TLS flags apply to connections to an external
+// server; the embedded server is reached in-process.
+//
+// # Output
+//
+// claim, release and wait print nothing when they succeed (wait with
+// --timeout exits 4 if the lease is still held when it runs out). check prints the
+// fencing token (the KV revision that made HOLDER the holder). leases prints
+// a table of LEASE, HOLDER, EXPIRES-IN and REVISION sorted by lease. watch
+// prints one line per event:
+//
+//	2026-01-02T03:04:05Z claimed ns/lease holder=h revision=12 duration=1m0s
+//	2026-01-02T03:05:05Z expired ns/lease holder=h revision=12
+//
+// Errors go to standard error as one line, "leaseagent: <message>".
+//
+// # Exit codes
+//
+//	0  success
+//	1  the claim was denied, or the holder does not hold the lease
+//	2  usage error: wrong arguments, a bad duration, flag or variable, or a
+//	   name the agent rejects
+//	3  unavailable: no NATS server or no agent answered in time
+//	4  any other error
+//
+// hold exits with the status of the command it ran.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// version is the version leaseagent reports; set it at build time with
+// -ldflags "-X main.version=1.2.3". It must be a semantic version, since the
+// agent's NATS micro service announces it.
+var version = "0.1.0-dev"
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitNotHeld     = 1
+	exitUsage       = 2
+	exitUnavailable = 3
+	exitOther       = 4
+)
+
+// envPrefix begins the environment variable of every flag.
+const envPrefix = "LEASEAGENT_"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		// After the first signal, a second one gets the default behaviour
+		// and ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+}
+
+// run executes the command line args and returns the exit code. Output goes
+// to stdout, logs and errors to stderr; lookupEnv reads the environment.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	root := newRootCommand(&app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv})
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	var cmdExit *commandExit
+	if err != nil && !errors.As(err, &cmdExit) {
+		fmt.Fprintf(stderr, "leaseagent: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return exitCode(err)
+}
+
+// exitCode maps an error to the process's exit code.
+func exitCode(err error) int {
+	var (
+		usage   *usageError
+		cmdExit *commandExit
+	)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &cmdExit):
+		return cmdExit.code
+	case errors.Is(err, lease.ErrClaimDenied), errors.Is(err, lease.ErrNotHeld):
+		return exitNotHeld
+	case errors.As(err, &usage), errors.Is(err, protocol.ErrInvalidArgument):
+		return exitUsage
+	case errors.Is(err, protocol.ErrUnavailable),
+		errors.Is(err, nats.ErrNoServers),
+		errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, syscall.ECONNREFUSED):
+		return exitUnavailable
+	default:
+		return exitOther
+	}
+}
+
+// usageError is a mistake on the command line: wrong arguments, a bad flag
+// or environment variable.
+type usageError struct {
+	command string // the command's path, for the pointer to its help
+	err     error
+}
+
+func (e *usageError) Error() string {
+	return fmt.Sprintf("%v (see '%s --help')", e.err, e.command)
+}
+
+func (e *usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError for cmd.
+func usagef(cmd *cobra.Command, format string, args ...any) error {
+	return &usageError{command: cmd.CommandPath(), err: fmt.Errorf(format, args...)}
+}
+
+// newRootCommand returns the leaseagent command with its subcommands.
+func newRootCommand(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "leaseagent",
+		Short: "Distributed leases on NATS: the agent daemon and its operator CLI",
+		Long: "leaseagent without a subcommand runs the agent (see 'leaseagent serve --help').\n" +
+			"The other subcommands reach a running agent over NATS.\n" +
+			"Every flag can also be set as LEASEAGENT_<FLAG>, e.g. LEASEAGENT_NATS_URL.",
+		Args:                       rootArgs,
+		RunE:                       a.runServe,
+		PersistentPreRunE:          a.bindEnv,
+		SilenceUsage:               true,
+		SuggestionsMinimumDistance: 2,
+		SilenceErrors:              true,
+		CompletionOptions:          cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{command: cmd.CommandPath(), err: err}
+	})
+	a.addGlobalFlags(root.PersistentFlags())
+	a.addServeFlags(root.Flags())
+	root.AddCommand(
+		newServeCommand(a),
+		newClaimCommand(a),
+		newReleaseCommand(a),
+		newCheckCommand(a),
+		newLeasesCommand(a),
+		newWaitCommand(a),
+		newWatchCommand(a),
+		newHoldCommand(a),
+		newVersionCommand(a),
+	)
+	return root
+}
+
+// rootArgs rejects arguments that name no subcommand.
+func rootArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		return usagef(cmd, "unknown command %q; did you mean %s?", args[0], strings.Join(s, " or "))
+	}
+	return usagef(cmd, "unknown command %q", args[0])
+}
+
+// exactArgs requires one argument for each name.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != len(names) {
+			return usagef(cmd, "%s needs %s, got %s", cmd.Name(), argList(names), argCount(len(args)))
+		}
+		return nil
+	}
+}
+
+// rangeArgs requires the first min names and allows the rest.
+func rangeArgs(min int, names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || len(args) > len(names) {
+			return usagef(cmd, "%s takes %s, got %s", cmd.Name(), argList(names), argCount(len(args)))
+		}
+		return nil
+	}
+}
+
+func argList(names []string) string {
+	if len(names) == 0 {
+		return "no arguments"
+	}
+	return strings.Join(names, " ")
+}
+
+func argCount(n int) string {
+	if n == 1 {
+		return "1 argument"
+	}
+	return fmt.Sprintf("%d arguments", n)
+}
+
+// bindEnv is the root's PersistentPreRunE: it sets the flags of cmd from the
+// environment.
+func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
+	if err := bindEnv(cmd.Flags(), a.lookupEnv); err != nil {
+		return &usageError{command: cmd.CommandPath(), err: err}
+	}
+	return nil
+}
+
+// bindEnv sets each flag of fs that was not given on the command line from
+// its environment variable (see envName), if that is set and not empty.
+// It returns an error naming the variable of the first bad value.
+func bindEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	var first error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if first != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		name := envName(f.Name)
+		value, ok := lookupEnv(name)
+		if !ok || value == "" {
+			return
+		}
+		if err := fs.Set(f.Name, value); err != nil {
+			first = fmt.Errorf("environment variable %s: %w", name, err)
+		}
+	})
+	return first
+}
+
+// envName returns the environment variable of a flag: LEASEAGENT_NATS_URL
+// for nats-url.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+func newVersionCommand(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  exactArgs(),
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(a.stdout, version)
+			return err
+		},
+	}
+}
+
+// app is the state shared by the commands: where output goes and the
+// values of the flags.
+type app struct {
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+
+	// Global flags.
+	natsURL  string
+	creds    string
+	user     string
+	password string
+	token    string
+	tlsCA    string
+	tlsCert  string
+	tlsKey   string
+	prefix   string
+	timeout  time.Duration
+	logLevel logLevel
+
+	// Flags of serve.
+	listen      string
+	dataDir     string
+	bucket      string
+	replicas    int
+	maxDuration time.Duration
+}
+
+// Defaults of the flags.
+const (
+	defaultNATSURL     = "nats://127.0.0.1:4222"
+	defaultTimeout     = 10 * time.Second
+	defaultListen      = "127.0.0.1:4222"
+	defaultDataDir     = "./leaseagent-data"
+	defaultBucket      = "leases"
+	defaultReplicas    = 1
+	defaultMaxDuration = time.Hour
+)
+
+// addGlobalFlags defines the flags every command takes.
+func (a *app) addGlobalFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.natsURL, "nats-url", defaultNATSURL, "NATS server to connect to; for serve, an external server with JetStream to use instead of the embedded one")
+	fs.StringVar(&a.creds, "creds", "", "NATS credentials `file`")
+	fs.StringVar(&a.user, "user", "", "NATS user name")
+	fs.StringVar(&a.password, "password", "", "NATS password")
+	fs.StringVar(&a.token, "token", "", "NATS authentication token")
+	fs.StringVar(&a.tlsCA, "tls-ca", "", "CA certificates `file` to verify the NATS server with")
+	fs.StringVar(&a.tlsCert, "tls-cert", "", "client certificate `file` (with --tls-key)")
+	fs.StringVar(&a.tlsKey, "tls-key", "", "client certificate's key `file` (with --tls-cert)")
+	fs.StringVar(&a.prefix, "prefix", protocol.DefaultPrefix, "subject prefix of the lease protocol")
+	fs.DurationVar(&a.timeout, "timeout", defaultTimeout, "how long to wait for the agent (serve: for the store at startup; wait and watch: no limit unless given)")
+	a.logLevel = logLevel(slog.LevelInfo)
+	fs.Var(&a.logLevel, "log-level", "log `level` on stderr: debug, info, warn or error")
+}
+
+// logger returns the logger that writes to stderr at --log-level.
+func (a *app) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.Level(a.logLevel)}))
+}
+
+// logLevel is the value of --log-level.
+type logLevel slog.Level
+
+func (l *logLevel) String() string { return strings.ToLower(slog.Level(*l).String()) }
+
+func (l *logLevel) Type() string { return "level" }
+
+func (l *logLevel) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "debug":
+		*l = logLevel(slog.LevelDebug)
+	case "info":
+		*l = logLevel(slog.LevelInfo)
+	case "warn", "warning":
+		*l = logLevel(slog.LevelWarn)
+	case "error":
+		*l = logLevel(slog.LevelError)
+	default:
+		return fmt.Errorf("unknown log level %q: want debug, info, warn or error", s)
+	}
+	return nil
+}

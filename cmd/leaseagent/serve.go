@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/agent"
+	"github.com/leaseagent/lease/embedded"
+)
+
+// stopTimeout bounds how long the lease manager may take to stop.
+const stopTimeout = 10 * time.Second
+
+func newServeCommand(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the agent (what leaseagent does without a subcommand)",
+		Long: "serve runs the lease agent until SIGINT or SIGTERM.\n\n" +
+			"By default it starts an embedded NATS server with JetStream on --listen, keeping its\n" +
+			"data in --data-dir and fsyncing every write before acknowledging it. With --nats-url\n" +
+			"it uses that server instead (it must have JetStream; the bucket is created if missing).\n" +
+			"When ready it prints one line to stdout saying where it listens; logs go to stderr.",
+		Args: exactArgs(),
+		RunE: a.runServe,
+	}
+	a.addServeFlags(cmd.Flags())
+	return cmd
+}
+
+// addServeFlags defines the flags of serve. The root command has them too,
+// since it serves when run without a subcommand.
+func (a *app) addServeFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&a.listen, "listen", defaultListen, "`host:port` of the embedded NATS server (port 0 picks a free port)")
+	fs.StringVar(&a.dataDir, "data-dir", defaultDataDir, "JetStream `directory` of the embedded NATS server")
+	fs.StringVar(&a.bucket, "bucket", defaultBucket, "KV bucket holding the leases")
+	fs.IntVar(&a.replicas, "replicas", defaultReplicas, "copies of the bucket, when it is created")
+	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
+}
+
+// serveConfig is what serve runs, read from the flags.
+type serveConfig struct {
+	// External NATS server: URL and connection options. Empty URL: embedded.
+	NATSURL     string
+	NATSOptions []nats.Option
+
+	// Embedded server.
+	Host    string
+	Port    int // embedded.RandomPort for a free port
+	DataDir string
+
+	Bucket       string
+	Replicas     int
+	Prefix       string
+	MaxDuration  time.Duration
+	StartTimeout time.Duration
+}
+
+func (a *app) runServe(cmd *cobra.Command, _ []string) error {
+	cfg, err := a.serveConfig(cmd)
+	if err != nil {
+		return err
+	}
+	return serve(cmd.Context(), cfg, a.stdout, a.logger())
+}
+
+// serveConfig checks the flags of serve and returns what they ask for.
+func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
+	fs := cmd.Flags()
+	cfg := serveConfig{
+		DataDir:      a.dataDir,
+		Bucket:       a.bucket,
+		Replicas:     a.replicas,
+		Prefix:       a.prefix,
+		MaxDuration:  a.maxDuration,
+		StartTimeout: a.timeout,
+	}
+	switch {
+	case a.bucket == "":
+		return cfg, usagef(cmd, "--bucket must not be empty")
+	case a.replicas < 1:
+		return cfg, usagef(cmd, "--replicas must be at least 1, not %d", a.replicas)
+	case a.maxDuration <= 0:
+		return cfg, usagef(cmd, "--max-duration must be positive, not %v", a.maxDuration)
+	case a.timeout <= 0:
+		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
+	}
+	if fs.Changed("nats-url") {
+		if fs.Changed("listen") || fs.Changed("data-dir") {
+			return cfg, usagef(cmd, "--listen and --data-dir configure the embedded server; they cannot be used with --nats-url")
+		}
+		opts, err := a.natsOptions(cmd)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.NATSURL, cfg.NATSOptions = a.natsURL, opts
+		return cfg, nil
+	}
+	if a.dataDir == "" {
+		return cfg, usagef(cmd, "--data-dir must not be empty")
+	}
+	host, port, err := splitListen(a.listen)
+	if err != nil {
+		return cfg, usagef(cmd, "--listen: %v", err)
+	}
+	cfg.Host, cfg.Port = host, port
+	return cfg, nil
+}
+
+// splitListen parses host:port for the embedded server. An empty host means
+// every interface; port 0 means a free port.
+func splitListen(listen string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q in %q", p, listen)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	if port == 0 {
+		port = embedded.RandomPort
+	}
+	return host, port, nil
+}
+
+// serve runs the agent until ctx ends, then stops it: the service first
+// (it answers the requests in progress), then the lease manager, the NATS
+// connection and the embedded server, if any. It prints one line to stdout
+// once it serves. It returns nil if it ran and stopped cleanly.
+func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.Logger) error {
+	var (
+		r     running
+		where string
+		err   error
+	)
+	if cfg.NATSURL != "" {
+		opts := append([]nats.Option{
+			nats.Name("leaseagent"),
+			nats.MaxReconnects(-1),
+			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+				logger.Warn("disconnected from NATS", "err", err)
+			}),
+			nats.ReconnectHandler(func(nc *nats.Conn) {
+				logger.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			}),
+		}, cfg.NATSOptions...)
+		if r.nc, err = nats.Connect(cfg.NATSURL, opts...); err != nil {
+			return fmt.Errorf("connect to %s: %w", redactURL(cfg.NATSURL), err)
+		}
+		where = fmt.Sprintf("%s (external, bucket %s)", r.nc.ConnectedUrlRedacted(), cfg.Bucket)
+	} else {
+		r.srv, err = embedded.Start(embedded.Config{
+			Host:    cfg.Host,
+			Port:    cfg.Port,
+			DataDir: cfg.DataDir,
+			Logger:  slog.New(noticesAsDebug{logger.Handler()}).With("component", "nats-server"),
+		})
+		if err != nil {
+			return err
+		}
+		if r.nc, err = r.srv.Connect(nats.Name("leaseagent")); err != nil {
+			return errors.Join(fmt.Errorf("connect to the embedded server: %w", err), r.stop(logger))
+		}
+		where = fmt.Sprintf("%s (embedded, data in %s)", r.srv.ClientURL(), cfg.DataDir)
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	r.mgr, err = actors.New(startCtx, actors.Config{
+		Conn:        r.nc,
+		Bucket:      cfg.Bucket,
+		Replicas:    cfg.Replicas,
+		Prefix:      cfg.Prefix,
+		MaxDuration: cfg.MaxDuration,
+		Logger:      logger.With("component", "actors"),
+	})
+	cancel()
+	if err != nil {
+		stopErr := r.stop(logger)
+		if ctx.Err() != nil && stopErr == nil {
+			logger.Info("stopped before serving", "cause", context.Cause(ctx))
+			return nil
+		}
+		return errors.Join(fmt.Errorf("start the lease manager: %w", err), stopErr)
+	}
+	r.svc, err = agent.Start(agent.Config{
+		Conn:    r.nc,
+		Manager: r.mgr,
+		Prefix:  cfg.Prefix,
+		Version: version,
+		Logger:  logger.With("component", "agent"),
+	})
+	if err != nil {
+		return errors.Join(fmt.Errorf("start the agent service: %w", err), r.stop(logger))
+	}
+	logger.Info("serving", "version", version, "url", where, "bucket", cfg.Bucket, "prefix", cfg.Prefix)
+	if _, err := fmt.Fprintf(stdout, "leaseagent listening on %s\n", where); err != nil {
+		return errors.Join(fmt.Errorf("write to stdout: %w", err), r.stop(logger))
+	}
+
+	<-ctx.Done()
+	logger.Info("stopping", "cause", context.Cause(ctx))
+	if err := r.stop(logger); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// running is what serve has started; stop stops it in order.
+type running struct {
+	srv *embedded.Server
+	nc  *nats.Conn
+	mgr *actors.Manager
+	svc *agent.Service
+}
+
+// stop stops what is running, in order: the service, the manager, the
+// connection, the embedded server.
+func (r *running) stop(logger *slog.Logger) error {
+	var errs []error
+	if r.svc != nil {
+		if err := r.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop the agent service: %w", err))
+		}
+	}
+	if r.mgr != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		err := r.mgr.Stop(ctx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("stop the lease manager: %w", err))
+		}
+	}
+	if r.nc != nil {
+		r.nc.Close()
+	}
+	if r.srv != nil {
+		r.srv.Shutdown()
+		logger.Debug("embedded NATS server stopped")
+	}
+	return errors.Join(errs...)
+}
+
+// noticesAsDebug logs Info records at Debug: the embedded server's banner
+// and notices are detail in the agent's log, its warnings and errors are not.
+type noticesAsDebug struct{ slog.Handler }
+
+func (h noticesAsDebug) Enabled(ctx context.Context, level slog.Level) bool {
+	return h.Handler.Enabled(ctx, demote(level))
+}
+
+func (h noticesAsDebug) Handle(ctx context.Context, r slog.Record) error {
+	r.Level = demote(r.Level)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h noticesAsDebug) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return noticesAsDebug{h.Handler.WithAttrs(attrs)}
+}
+
+func (h noticesAsDebug) WithGroup(name string) slog.Handler {
+	return noticesAsDebug{h.Handler.WithGroup(name)}
+}
+
+func demote(level slog.Level) slog.Level {
+	if level == slog.LevelInfo {
+		return slog.LevelDebug
+	}
+	return level
+}
