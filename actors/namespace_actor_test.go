@@ -266,21 +266,25 @@ func TestWaitStaysBlockedWhenExpiryLosesToNewHolder(t *testing.T) {
 	h.claim(n, "l", "h", time.Minute)
 	done := h.waitAsync(n, "l", registered)
 
-	// Another writer replaces the record before the actor expires it.
+	// Behind the actor's back the lease changes hands: h gives it up and
+	// h2 claims it for an hour, before the actor's expiry of h's record.
 	out := h.outsider("ns")
-	if err := out.ExtendLease("l", lease.Request{Holder: "h", Duration: time.Hour}); err != nil {
+	if err := out.ReleaseLeaseContext(context.Background(), "l", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.ClaimLease("l", lease.Request{Holder: "h2", Duration: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	h.drainLoads()
 	h.clock.Advance(time.Minute + 1)
 	h.awaitLoad() // the actor reloads after its expiry attempts
 	expectBlocked(t, done)
-	h.mustHold(n, "l", "h")
+	h.mustHold(n, "l", "h2")
 
-	// The actor first saw the new record at the failed expiry: it expires
-	// an hour after that.
+	// The actor first saw h2's record at the failed expiry: it expires an
+	// hour after that.
 	h.clock.Advance(time.Hour)
-	h.mustHold(n, "l", "h")
+	h.mustHold(n, "l", "h2")
 	h.clock.Advance(1)
 	expectDone(t, done)
 }
