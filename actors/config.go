@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease/clock"
+	"github.com/leaseagent/lease/metrics"
 	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
@@ -69,8 +70,12 @@ type Config struct {
 	WriterID       string
 
 	// Logger receives the Manager's logs and, at warning level and above,
-	// Proto.Actor's. slog.Default() if nil.
+	// Proto.Actor's. slog.Default() if nil. Lease state changes (claimed,
+	// expired, released) are logged at info, extensions at debug.
 	Logger *slog.Logger
+
+	// Metrics records what the Manager does; nil records nothing.
+	Metrics *metrics.Metrics
 
 	// hooks lets this package's tests reach inside; nil in production.
 	hooks *hooks

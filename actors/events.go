@@ -8,18 +8,19 @@ import (
 
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // publishExpired announces that a lease was expired or released.
 func (a *namespaceActor) publishExpired(leaseName, holder string, revision uint64) {
-	a.publish(a.expiredSubject+natskv.EscapeName(leaseName), &messages.ExpiredEvent{
+	a.publish(protocol.EventExpired, a.expiredSubject+natskv.EscapeName(leaseName), &messages.ExpiredEvent{
 		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
 	})
 }
 
 // publishClaimed announces that a lease has a new holder.
 func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint64, d time.Duration) {
-	a.publish(a.claimedSubject+natskv.EscapeName(leaseName), &messages.ClaimedEvent{
+	a.publish(protocol.EventClaimed, a.claimedSubject+natskv.EscapeName(leaseName), &messages.ClaimedEvent{
 		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
 		Duration: durationpb.New(d),
 	})
@@ -27,13 +28,14 @@ func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint6
 
 // publish sends an event without waiting: nats.go buffers it, and a lost
 // event costs waiters at most one poll interval (they re-ask).
-func (a *namespaceActor) publish(subject string, m proto.Message) {
+func (a *namespaceActor) publish(kind, subject string, m proto.Message) {
 	// Publish copies the payload, so one buffer serves every event.
 	var err error
 	a.eventBuf, err = proto.MarshalOptions{}.MarshalAppend(a.eventBuf[:0], m)
 	if err == nil {
 		err = a.rt.cfg.Conn.Publish(subject, a.eventBuf)
 	}
+	a.rt.cfg.Metrics.Event(kind, err)
 	if err != nil {
 		a.log.Warn("publish event failed", "subject", subject, "error", err)
 	}

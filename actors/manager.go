@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go/jetstream"
@@ -62,11 +63,13 @@ func (rt *runtime) newStore(namespace string) (store, error) {
 // context's async publish timeout (WriteTimeout), which costs no timer per
 // write.
 func (rt *runtime) runWrite(w *natskv.Write) {
+	start := time.Now()
 	if h := rt.cfg.hooks.runWrite; h != nil {
 		h(rt.ctx, w)
-		return
+	} else {
+		w.Run(rt.ctx)
 	}
-	w.Run(rt.ctx)
+	rt.cfg.Metrics.StoreWrite(time.Since(start))
 }
 
 // Manager runs the lease actors of one bucket: one actor per namespace.

@@ -84,5 +84,7 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*actor.PID, e
 	}
 	m.children[namespace] = pid
 	m.rt.namespaces.Store(namespace, pid)
+	m.rt.cfg.Metrics.OwnerChange(namespace)
+	m.rt.cfg.Logger.Info("serving namespace", "namespace", namespace)
 	return pid, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/clock"
+	"github.com/leaseagent/lease/metrics"
 	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
@@ -106,6 +107,7 @@ type op struct {
 	reply         chan error // nil for ops the actor starts itself
 	lostRaces     int
 	finished      bool
+	granted       bool // a claim made the holder the holder (not an extension)
 }
 
 // namespaceShared is what a namespace keeps across restarts of its actor:
@@ -133,8 +135,9 @@ type namespaceActor struct {
 	early   []any // requests that arrived before it
 	current any   // the message being handled, failed if it crashes the actor
 
-	ops     map[string][]*op // per lease: the running op first, then the queue
-	waiters map[string]map[*waiter]struct{}
+	ops       map[string][]*op // per lease: the running op first, then the queue
+	heldCount int              // leases held, for the metrics
+	waiters   map[string]map[*waiter]struct{}
 
 	loading   bool            // a Load is in flight
 	reload    bool            // another Load is wanted once it lands
@@ -179,6 +182,8 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		a.self = ctx.Self()
 		a.load()
 	case *actor.Restarting:
+		a.rt.cfg.Metrics.ActorRestart(a.name)
+		a.log.Error("namespace actor restarting after a failure")
 		a.stopTimer()
 		a.failAll(fmt.Errorf("%w: namespace %q restarted after a failure", ErrUnavailable, a.name))
 	case *actor.Stopping:
@@ -328,13 +333,31 @@ func (a *namespaceActor) onWriteDone(m *writeDone) {
 	err := a.store.Apply(w)
 	switch {
 	case err == nil && w.Deletes():
+		a.heldCount--
+		if o.kind == opRelease {
+			a.rt.cfg.Metrics.Released(a.name)
+			a.log.Info("lease released", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence())
+		} else {
+			a.rt.cfg.Metrics.Expired(a.name)
+			a.log.Info("lease expired", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence())
+		}
 		a.publishExpired(w.Lease(), w.Holder(), w.Fence())
 		a.wake(w.Lease())
 	case err == nil && w.Claims():
+		a.heldCount++
+		o.granted = true
+		a.log.Info("lease claimed", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence(), "duration", o.duration)
 		a.publishClaimed(w.Lease(), w.Holder(), w.Fence(), o.duration)
+	case err == nil:
+		a.log.Debug("lease extended", "lease", w.Lease(), "holder", w.Holder(), "duration", o.duration)
 	case errors.Is(err, lease.ErrInvalid):
+		a.rt.cfg.Metrics.Conflict(a.name)
+		a.heldCount = a.store.Count()
 		a.wake(w.Lease()) // the store's latest may show the lease gone
+	default:
+		a.log.Warn("store write failed", "lease", w.Lease(), "holder", w.Holder(), "error", err)
 	}
+	a.rt.cfg.Metrics.LeasesHeld(a.name, a.heldCount)
 	a.scheduleFor(w.Lease())
 	if m.incarnation != a.incarnation {
 		return // its caller was failed when the actor restarted
@@ -374,6 +397,9 @@ func (a *namespaceActor) finish(o *op, err error) {
 	if o.reply != nil {
 		o.reply <- err
 	}
+	if o.kind == opClaim {
+		a.rt.cfg.Metrics.Claim(a.name, claimResult(o, err))
+	}
 	if o.kind == opExpire {
 		a.expireNext()
 	}
@@ -387,6 +413,19 @@ func (a *namespaceActor) finish(o *op, err error) {
 	}
 	a.ops[o.lease] = queue
 	a.step(queue[0])
+}
+
+// claimResult is the metrics label of a finished claim.
+func claimResult(o *op, err error) string {
+	switch {
+	case err == nil && o.granted:
+		return metrics.ClaimGranted
+	case err == nil:
+		return metrics.ClaimExtended
+	case errors.Is(err, lease.ErrClaimDenied):
+		return metrics.ClaimDenied
+	}
+	return metrics.ClaimError
 }
 
 // wake answers the waiters of a lease that is no longer held.
@@ -502,6 +541,8 @@ func (a *namespaceActor) onLoaded(m *loaded) {
 	} else if err := a.store.ApplySnapshot(m.snapshot); err != nil {
 		a.log.Error("unreadable lease records left out", "error", err)
 	}
+	a.heldCount = a.store.Count()
+	a.rt.cfg.Metrics.LeasesHeld(a.name, a.heldCount)
 	if h := a.rt.cfg.hooks.loaded; h != nil {
 		h(a.name)
 	}

@@ -15,6 +15,7 @@ type store interface {
 	Lease(name string) (lease.Info, bool)
 	Holder(name string) (holder string, expiry time.Time, ok bool)
 	Leases() map[string]lease.Info
+	Count() int
 	Expiring(now time.Time) (due []string, next time.Time, ok bool)
 
 	PrepareClaim(name string, r lease.Request) (*natskv.Write, error)

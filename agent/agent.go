@@ -35,6 +35,7 @@ import (
 
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/metrics"
 	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
@@ -58,6 +59,8 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Logger receives the service's logs; slog.Default() if nil.
 	Logger *slog.Logger
+	// Metrics records request latencies; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // Validate returns an error naming the first field that is not valid.
@@ -182,8 +185,10 @@ func (s *Service) serve(op string, r micro.Request, handle func(context.Context,
 	}
 	subject := r.Subject()
 	s.inflight.Add(1)
+	start := time.Now()
 	go func() {
 		defer s.inflight.Done()
+		defer func() { s.cfg.Metrics.Request(op, time.Since(start)) }()
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
 		defer cancel()
 		var out proto.Message

@@ -253,6 +253,17 @@ func (c *Client) Lease(name string) (lease.Info, bool) {
 	return c.info(s), true
 }
 
+// Count returns how many leases the cache holds; it allocates nothing.
+func (c *Client) Count() int {
+	n := 0
+	for _, s := range c.known {
+		if s.held {
+			n++
+		}
+	}
+	return n
+}
+
 // Holder returns the holder and expiry of a held lease, and whether it is
 // held; unlike Lease it allocates nothing.
 func (c *Client) Holder(name string) (holder string, expiry time.Time, ok bool) {
