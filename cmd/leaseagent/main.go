@@ -45,6 +45,9 @@
 //	                     its store at startup (default 10s); wait and watch
 //	                     wait until interrupted unless --timeout is given
 //	--log-level LEVEL    debug, info, warn or error (default info)
+//	--log-format FORMAT  text or json (default text); lease state changes
+//	                     (claimed, expired, released) are logged at info,
+//	                     extensions at debug
 //
 // Flags of serve (and of leaseagent without a subcommand):
 //
@@ -54,6 +57,9 @@
 //	--bucket NAME           KV bucket holding the leases (default leases)
 //	--replicas N            copies of the bucket, when it is created (default 1)
 //	--max-duration DURATION longest lease a claim may ask for (default 1h)
+//	--metrics-listen HOST:PORT
+//	                        serve Prometheus /metrics, /healthz and /readyz there
+//	                        (off by default; 127.0.0.1:9464 is usual)
 //
 // Every flag can also be set by an environment variable named LEASEAGENT_
 // followed by the flag's name in upper case with '-' replaced by '_', for
@@ -279,7 +285,7 @@ func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
 	if err := bindEnv(cmd.Flags(), a.lookupEnv); err != nil {
 		return &usageError{command: cmd.CommandPath(), err: err}
 	}
-	return nil
+	return a.checkLogFormat(cmd)
 }
 
 // bindEnv sets each flag of fs that was not given on the command line from
@@ -328,24 +334,26 @@ type app struct {
 	lookupEnv      func(string) (string, bool)
 
 	// Global flags.
-	natsURL  string
-	creds    string
-	user     string
-	password string
-	token    string
-	tlsCA    string
-	tlsCert  string
-	tlsKey   string
-	prefix   string
-	timeout  time.Duration
-	logLevel logLevel
+	natsURL   string
+	creds     string
+	user      string
+	password  string
+	token     string
+	tlsCA     string
+	tlsCert   string
+	tlsKey    string
+	prefix    string
+	timeout   time.Duration
+	logLevel  logLevel
+	logFormat string
 
 	// Flags of serve.
-	listen      string
-	dataDir     string
-	bucket      string
-	replicas    int
-	maxDuration time.Duration
+	listen        string
+	dataDir       string
+	bucket        string
+	replicas      int
+	maxDuration   time.Duration
+	metricsListen string
 }
 
 // Defaults of the flags.
@@ -373,11 +381,25 @@ func (a *app) addGlobalFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.timeout, "timeout", defaultTimeout, "how long to wait for the agent (serve: for the store at startup; wait and watch: no limit unless given)")
 	a.logLevel = logLevel(slog.LevelInfo)
 	fs.Var(&a.logLevel, "log-level", "log `level` on stderr: debug, info, warn or error")
+	fs.StringVar(&a.logFormat, "log-format", "text", "log `format` on stderr: text or json")
 }
 
-// logger returns the logger that writes to stderr at --log-level.
+// logger returns the logger that writes to stderr at --log-level, in
+// --log-format (checked by checkLogFormat before anything logs).
 func (a *app) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.Level(a.logLevel)}))
+	opts := &slog.HandlerOptions{Level: slog.Level(a.logLevel)}
+	if a.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(a.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, opts))
+}
+
+// checkLogFormat rejects a --log-format other than text or json.
+func (a *app) checkLogFormat(cmd *cobra.Command) error {
+	if a.logFormat != "text" && a.logFormat != "json" {
+		return usagef(cmd, "--log-format must be text or json, not %q", a.logFormat)
+	}
+	return nil
 }
 
 // logLevel is the value of --log-level.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,6 +18,7 @@ import (
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/metrics"
 )
 
 // stopTimeout bounds how long the lease manager may take to stop.
@@ -46,6 +48,7 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.bucket, "bucket", defaultBucket, "KV bucket holding the leases")
 	fs.IntVar(&a.replicas, "replicas", defaultReplicas, "copies of the bucket, when it is created")
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
+	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 }
 
 // serveConfig is what serve runs, read from the flags.
@@ -64,6 +67,10 @@ type serveConfig struct {
 	Prefix       string
 	MaxDuration  time.Duration
 	StartTimeout time.Duration
+
+	// MetricsListen is where /metrics, /healthz and /readyz are served;
+	// empty: nowhere.
+	MetricsListen string
 }
 
 func (a *app) runServe(cmd *cobra.Command, _ []string) error {
@@ -78,12 +85,13 @@ func (a *app) runServe(cmd *cobra.Command, _ []string) error {
 func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 	fs := cmd.Flags()
 	cfg := serveConfig{
-		DataDir:      a.dataDir,
-		Bucket:       a.bucket,
-		Replicas:     a.replicas,
-		Prefix:       a.prefix,
-		MaxDuration:  a.maxDuration,
-		StartTimeout: a.timeout,
+		DataDir:       a.dataDir,
+		Bucket:        a.bucket,
+		Replicas:      a.replicas,
+		Prefix:        a.prefix,
+		MaxDuration:   a.maxDuration,
+		StartTimeout:  a.timeout,
+		MetricsListen: a.metricsListen,
 	}
 	switch {
 	case a.bucket == "":
@@ -178,8 +186,18 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		where = fmt.Sprintf("%s (embedded, data in %s)", r.srv.ClientURL(), cfg.DataDir)
 	}
 
+	var m *metrics.Metrics
+	if cfg.MetricsListen != "" {
+		m = metrics.New()
+		if r.metrics, err = metrics.Serve(cfg.MetricsListen, m, r.ready, logger); err != nil {
+			return errors.Join(err, r.stop(logger))
+		}
+		logger.Info("serving metrics", "addr", r.metrics.Addr().String())
+	}
+
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	r.mgr, err = actors.New(startCtx, actors.Config{
+		Metrics:     m,
 		Conn:        r.nc,
 		Bucket:      cfg.Bucket,
 		Replicas:    cfg.Replicas,
@@ -202,10 +220,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		Prefix:  cfg.Prefix,
 		Version: version,
 		Logger:  logger.With("component", "agent"),
+		Metrics: m,
 	})
 	if err != nil {
 		return errors.Join(fmt.Errorf("start the agent service: %w", err), r.stop(logger))
 	}
+	r.serving.Store(true)
 	logger.Info("serving", "version", version, "url", where, "bucket", cfg.Bucket, "prefix", cfg.Prefix)
 	if _, err := fmt.Fprintf(stdout, "leaseagent listening on %s\n", where); err != nil {
 		return errors.Join(fmt.Errorf("write to stdout: %w", err), r.stop(logger))
@@ -222,16 +242,32 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 
 // running is what serve has started; stop stops it in order.
 type running struct {
-	srv *embedded.Server
-	nc  *nats.Conn
-	mgr *actors.Manager
-	svc *agent.Service
+	srv     *embedded.Server
+	nc      *nats.Conn
+	mgr     *actors.Manager
+	svc     *agent.Service
+	metrics *metrics.Server
+
+	serving atomic.Bool // the agent service is up
+}
+
+// ready is the agent's readiness: connected to NATS, the bucket bound and
+// the service answering. (A single agent owns every namespace it serves.)
+func (r *running) ready() error {
+	switch {
+	case !r.serving.Load():
+		return errors.New("starting or stopping")
+	case !r.nc.IsConnected():
+		return fmt.Errorf("not connected to NATS (%s)", r.nc.Status())
+	}
+	return nil
 }
 
 // stop stops what is running, in order: the service, the manager, the
 // connection, the embedded server.
 func (r *running) stop(logger *slog.Logger) error {
 	var errs []error
+	r.serving.Store(false)
 	if r.svc != nil {
 		if err := r.svc.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("stop the agent service: %w", err))
@@ -251,6 +287,13 @@ func (r *running) stop(logger *slog.Logger) error {
 	if r.srv != nil {
 		r.srv.Shutdown()
 		logger.Debug("embedded NATS server stopped")
+	}
+	if r.metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		if err := r.metrics.Stop(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop the metrics server: %w", err))
+		}
+		cancel()
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// The daemon serves metrics and health when asked, and logs lease changes
+// as JSON lines at info.
+func TestMetricsHealthAndJSONLogs(t *testing.T) {
+	port, metricsPort := freePort(t), freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	p := start(t, "", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", t.TempDir(),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metricsPort), "--log-format", "json")
+	nextLine(t, p.stdout, "ready line")
+	base := fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
+
+	if code, body := httpGet(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	mustCLI(t, url, 0, "claim", "ns", "l", "h", "30s")
+	mustCLI(t, url, 0, "claim", "ns", "l", "h", "30s")
+	mustCLI(t, url, 1, "claim", "ns", "l", "other", "30s")
+	_, body := httpGet(t, base+"/metrics")
+	for _, want := range []string{
+		`leaseagent_claims_total{namespace="ns",result="granted"} 1`,
+		`leaseagent_claims_total{namespace="ns",result="extended"} 1`,
+		`leaseagent_claims_total{namespace="ns",result="denied"} 1`,
+		`leaseagent_leases_held{namespace="ns"} 1`,
+		`leaseagent_request_duration_seconds_count{operation="claim"} 3`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// One JSON line at info for the claim, none for the extension.
+	if code := p.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("daemon exited %d", code)
+	}
+	claimed := 0
+	for _, line := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		switch rec["msg"] {
+		case "lease claimed":
+			claimed++
+			if rec["namespace"] != "ns" || rec["lease"] != "l" || rec["holder"] != "h" || rec["level"] != "INFO" {
+				t.Errorf("claim logged as %v", rec)
+			}
+		case "lease extended":
+			t.Errorf("extension logged at %v", rec["level"])
+		}
+	}
+	if claimed != 1 {
+		t.Fatalf("%d claim log lines, want 1:\n%s", claimed, p.logs.String())
+	}
+}
+
+func TestLogFormatIsChecked(t *testing.T) {
+	if _, stderr, code := cli(t, "nats://127.0.0.1:1", "--log-format", "xml", "leases", "ns"); code != exitUsage || !strings.Contains(stderr, "--log-format") {
+		t.Fatalf("--log-format xml: exit %d, stderr %q", code, stderr)
+	}
+}
