@@ -40,6 +40,7 @@ proto-check: proto
 
 lint:
 	$(GO) vet ./...
+	bash -n examples/*.sh
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 tidy:
