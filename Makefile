@@ -9,7 +9,7 @@ PROTOC_VERSION      := 3.21.12
 STATICCHECK_VERSION := v0.8.2
 TEST_FLAGS  ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test proto proto-check lint tidy tidy-check bench clean
+.PHONY: all build test proto proto-check lint tidy tidy-check bench fuzz clean
 
 all: build
 
@@ -52,6 +52,20 @@ tidy-check:
 # bench runs the benchmarks; docs/benchmarks.md says how to read them.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 50000x -count 5 ./...
+
+# fuzz runs every fuzz target for FUZZTIME each (CI: a few seconds; longer
+# by hand, e.g. make fuzz FUZZTIME=10m). New failing inputs land in the
+# package's testdata/fuzz and become regression tests.
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	natskv:FuzzEscapeName natskv:FuzzDecodeRecord \
+	protocol:FuzzDecode cmd/leaseagent:FuzzFormatEvent
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz $$fn in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
+	done
 
 clean:
 	rm -rf $(BIN)
