@@ -13,6 +13,7 @@ import (
 	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/metrics"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/policy"
 	"github.com/leaseagent/lease/protocol"
 )
 
@@ -77,6 +78,13 @@ type Config struct {
 	// Metrics records what the Manager does; nil records nothing.
 	Metrics *metrics.Metrics
 
+	// Policy narrows what the Manager accepts per namespace (durations,
+	// lease and holder names, unknown namespaces); a request that breaks
+	// it fails with an error wrapping ErrInvalidArgument that names the
+	// rule. nil allows every valid request within MaxDuration. See
+	// package policy.
+	Policy *policy.Policy
+
 	// hooks lets this package's tests reach inside; nil in production.
 	hooks *hooks
 }
@@ -114,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage}).Validate(); err != nil {
 		return fmt.Errorf("actors: Config: %w", err)
+	}
+	if err := c.validatePolicy(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -60,6 +60,15 @@
 // the next request for the namespace starts a new one. Stop fails pending
 // calls with ErrStopped.
 //
+// # Policy
+//
+// Config.Policy (package policy) narrows what each namespace accepts: claim
+// durations, lease and holder name patterns, and whether undeclared
+// namespaces may be used. Every call is checked against it before anything is
+// sent to a namespace's actor; a call that breaks it fails with an error
+// wrapping ErrInvalidArgument that names the rule, and changes nothing (a
+// refused namespace does not even get an actor).
+//
 // # Limits
 //
 // A Manager assumes it is the only lease manager writing its namespaces:

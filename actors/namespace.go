@@ -45,6 +45,9 @@ func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName stri
 	if duration <= 0 || duration > n.m.rt.cfg.MaxDuration {
 		return fmt.Errorf("%w: duration %v is not in (0, %v]", ErrInvalidArgument, duration, n.m.rt.cfg.MaxDuration)
 	}
+	if err := n.policyDuration(duration); err != nil {
+		return err
+	}
 	reply := make(chan error, 1)
 	return n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply)
 }
@@ -171,19 +174,30 @@ func (n *Namespace) call(ctx context.Context, msg any, reply chan error) error {
 	return res
 }
 
+// checkNamespace, checkLease and checkHolder check a name, then what
+// Config.Policy says of it.
 func (n *Namespace) checkNamespace() error {
-	return checkName("namespace", n.name)
+	if err := checkName("namespace", n.name); err != nil {
+		return err
+	}
+	return n.policyNamespace()
 }
 
 func (n *Namespace) checkLease(name string) error {
 	if err := n.checkNamespace(); err != nil {
 		return err
 	}
-	return checkName("lease", name)
+	if err := checkName("lease", name); err != nil {
+		return err
+	}
+	return n.policyLease(name)
 }
 
 func (n *Namespace) checkHolder(name string) error {
-	return checkName("holder", name)
+	if err := checkName("holder", name); err != nil {
+		return err
+	}
+	return n.policyHolder(name)
 }
 
 // checkName returns an error naming what is wrong with a name.

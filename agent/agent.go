@@ -13,9 +13,10 @@
 // Micro's statistics therefore count requests, not their outcomes.
 //
 // Bad input (an empty or malformed body, unknown fields, invalid or
-// over-long names, a missing, non-positive or too long duration) gets a
-// CODE_INVALID_ARGUMENT reply whose message names the problem; nothing
-// changes.
+// over-long names, a missing, non-positive or too long duration, anything
+// the Manager's policy refuses) gets a CODE_INVALID_ARGUMENT reply whose
+// message names the problem; nothing changes. The service does not
+// authenticate requests: that is NATS's job (docs/security.md).
 package agent
 
 import (
