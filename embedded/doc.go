@@ -46,9 +46,16 @@
 //   - With [Config.DontListen] the server opens no TCP listener at all. Only
 //     connections made with [Server.Connect] reach it, and [Server.Addr] and
 //     [Server.ClientURL] return "".
-//   - The server runs standalone: no clustering, no authentication, no TLS,
-//     and no monitoring endpoint. It is meant to be reached from the same
-//     host; the default Host is the loopback address 127.0.0.1.
+//   - The server runs standalone: no clustering and no monitoring
+//     endpoint. By default it admits any client that can reach it and
+//     speaks plain TCP; it is meant to be reached from the same host, and
+//     the default Host is the loopback address 127.0.0.1.
+//   - [Config.Auth] can require a user and password, a token or nkeys, and
+//     [Config.TLS] can require TLS and client certificates. Every client
+//     that authenticates has full rights on every subject: there are no
+//     per-user permissions. Connections made with [Server.Connect] go
+//     through the same authentication (but not TLS, since they never leave
+//     the process).
 //   - The server's own log lines go to [Config.Logger] when it is set and
 //     are discarded otherwise.
 package embedded

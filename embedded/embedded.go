@@ -76,6 +76,14 @@ type Config struct {
 	// only produced if Logger is enabled at those levels. If Logger is nil
 	// the server logs nothing.
 	Logger *slog.Logger
+
+	// Auth, if enabled, makes every client authenticate, including those
+	// made with [Server.Connect]; see [Auth]. The zero value admits
+	// anyone who can reach the port.
+	Auth Auth
+
+	// TLS, if enabled, makes the client port speak TLS only; see [TLS].
+	TLS TLS
 }
 
 // Validate reports every invalid field of c, each error naming the field,
@@ -98,6 +106,7 @@ func (c Config) Validate() error {
 	if c.ReadyTimeout < 0 {
 		bad("ReadyTimeout", "must not be negative, got %s", c.ReadyTimeout)
 	}
+	c.validateSecurity(bad)
 	return errors.Join(errs...)
 }
 
@@ -164,6 +173,9 @@ func Start(cfg Config) (*Server, error) {
 		NoSigs:                 true,
 		DisableJetStreamBanner: true,
 	}
+	if err := cfg.applySecurity(opts); err != nil {
+		return nil, err
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: configure nats-server: %w", err)
@@ -221,7 +233,15 @@ func (s *Server) DataDir() string { return s.cfg.DataDir }
 // works with DontListen too. opts are applied before the in-process
 // option, which always wins. Close the connection before or after
 // Shutdown; after Shutdown it can no longer reconnect.
+//
+// When [Config.Auth] is enabled, opts must carry credentials it admits
+// (nats.UserInfo, nats.Token, nats.Nkey or nats.NkeyOptionFromSeed);
+// credentials it does not admit fail at once with an error wrapping
+// nats.ErrAuthorization.
 func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	if err := s.checkCredentials(opts); err != nil {
+		return nil, fmt.Errorf("embedded: connect in-process to %s: %w", s.cfg.Name, err)
+	}
 	all := make([]nats.Option, 0, len(opts)+1)
 	all = append(all, opts...)
 	all = append(all, nats.InProcessServer(s.ns))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -302,12 +303,12 @@ func TestDefaults(t *testing.T) {
 	t.Parallel()
 	got := Config{DataDir: "d"}.withDefaults()
 	want := Config{Name: "leaseagent", Host: "127.0.0.1", Port: 4222, DataDir: "d", ReadyTimeout: 10 * time.Second}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("withDefaults() = %+v, want %+v", got, want)
 	}
 	// Explicit values, including RandomPort, are kept.
 	in := Config{Name: "n", Host: "::1", Port: RandomPort, DataDir: "d", ReadyTimeout: time.Second}
-	if got := in.withDefaults(); got != in {
+	if got := in.withDefaults(); !reflect.DeepEqual(got, in) {
 		t.Errorf("withDefaults() = %+v, want %+v", got, in)
 	}
 }
