@@ -37,6 +37,7 @@
 //	--creds FILE         NATS credentials file
 //	--user, --password   NATS user name and password
 //	--token TOKEN        NATS authentication token
+//	--nkey-seed FILE     NATS nkey seed to authenticate with
 //	--tls-ca FILE        CA certificates to verify the server with
 //	--tls-cert FILE      client certificate (with --tls-key)
 //	--tls-key FILE       client certificate's key (with --tls-cert)
@@ -48,6 +49,7 @@
 //	--log-format FORMAT  text or json (default text); lease state changes
 //	                     (claimed, expired, released) are logged at info,
 //	                     extensions at debug
+//	--config FILE        TOML config file (below)
 //
 // Flags of serve (and of leaseagent without a subcommand):
 //
@@ -61,12 +63,40 @@
 //	                        serve Prometheus /metrics, /healthz and /readyz there
 //	                        (off by default; 127.0.0.1:9464 is usual)
 //
+// Flags of serve for the embedded server's security (not with --nats-url;
+// see docs/security.md):
+//
+//	--auth-user USER, --auth-password PASSWORD
+//	                        admit clients presenting this user and password
+//	--auth-token TOKEN      admit clients presenting this token
+//	--auth-nkey KEY         admit the client with this public user nkey (repeatable)
+//	--auth-nkey-seed FILE   the agent's own nkey seed; its public key is admitted
+//	--tls-listen-cert FILE, --tls-listen-key FILE
+//	                        require TLS, with this certificate and key
+//	--tls-listen-ca FILE    require client certificates signed by this CA
+//
+// When the embedded server listens on an address other than loopback
+// without authentication, serve logs a warning.
+//
 // Every flag can also be set by an environment variable named LEASEAGENT_
 // followed by the flag's name in upper case with '-' replaced by '_', for
 // example LEASEAGENT_NATS_URL or LEASEAGENT_DATA_DIR. A flag given on the
 // command line wins over its variable; an empty variable counts as unset.
-// The authentication and TLS flags apply to connections to an external
-// server; the embedded server is reached in-process.
+// The client authentication and TLS flags (--creds to --tls-key) apply to
+// connections over TCP: every operator command's, and serve's to an
+// external server; serve reaches its embedded server in-process.
+//
+// # Config file
+//
+// --config FILE (or LEASEAGENT_CONFIG) names a TOML file whose top-level
+// keys are flags, named with '_' for '-' (max_duration = "5m",
+// auth_nkey = ["U..."]), and which may declare a policy per namespace:
+// minimum and maximum durations, lease and holder name patterns, and
+// whether undeclared namespaces are allowed (see package policy and
+// docs/leaseagent.example.toml). A flag on the command line wins over its
+// environment variable, which wins over the file, which wins over the
+// default. Unknown keys are errors. Claims that break the policy are
+// refused with an error naming the rule, exit code 2.
 //
 // # Output
 //
@@ -85,8 +115,9 @@
 //
 //	0  success
 //	1  the claim was denied, or the holder does not hold the lease
-//	2  usage error: wrong arguments, a bad duration, flag or variable, or a
-//	   name the agent rejects
+//	2  usage error: wrong arguments, a bad duration, flag, variable or config
+//	   file, a name or duration the agent or its policy rejects, credentials
+//	   the NATS server refuses, or a subject they may not use
 //	3  unavailable: no NATS server or no agent answered in time
 //	4  any other error
 //
@@ -168,6 +199,11 @@ func exitCode(err error) int {
 	case errors.Is(err, lease.ErrClaimDenied), errors.Is(err, lease.ErrNotHeld):
 		return exitNotHeld
 	case errors.As(err, &usage), errors.Is(err, protocol.ErrInvalidArgument):
+		return exitUsage
+	case isAuthError(err):
+		// Credentials the server refuses, or a subject they do not
+		// permit: a mistake in the configuration, which retrying will
+		// not mend.
 		return exitUsage
 	case errors.Is(err, protocol.ErrUnavailable),
 		errors.Is(err, nats.ErrNoServers),
@@ -285,6 +321,11 @@ func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
 	if err := bindEnv(cmd.Flags(), a.lookupEnv); err != nil {
 		return &usageError{command: cmd.CommandPath(), err: err}
 	}
+	// The config file fills in what the command line and the environment
+	// left unset: flag > environment > config file > default.
+	if err := a.applyConfig(cmd); err != nil {
+		return err
+	}
 	return a.checkLogFormat(cmd)
 }
 
@@ -354,6 +395,11 @@ type app struct {
 	replicas      int
 	maxDuration   time.Duration
 	metricsListen string
+
+	// The config file (config.go) and the authentication and TLS flags
+	// not above (security.go).
+	fileState
+	securityFlags
 }
 
 // Defaults of the flags.
@@ -382,6 +428,8 @@ func (a *app) addGlobalFlags(fs *pflag.FlagSet) {
 	a.logLevel = logLevel(slog.LevelInfo)
 	fs.Var(&a.logLevel, "log-level", "log `level` on stderr: debug, info, warn or error")
 	fs.StringVar(&a.logFormat, "log-format", "text", "log `format` on stderr: text or json")
+	a.addClientSecurityFlags(fs)
+	a.addConfigFlag(fs)
 }
 
 // logger returns the logger that writes to stderr at --log-level, in

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -177,7 +179,11 @@ func (a *app) natsOptions(cmd *cobra.Command) ([]nats.Option, error) {
 	if a.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
 	}
-	return opts, nil
+	more, err := a.clientSecurityOptions(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, more...), nil
 }
 
 // connect connects to --nats-url with the authentication and TLS flags,
@@ -190,7 +196,7 @@ func (a *app) connect(cmd *cobra.Command, extra ...nats.Option) (*nats.Conn, err
 	opts = append(opts, nats.Name("leaseagent "+cmd.Name()), nats.Timeout(a.timeout))
 	nc, err := nats.Connect(a.natsURL, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", redactURL(a.natsURL), err)
+		return nil, fmt.Errorf("connect to %s: %w", redactURL(a.natsURL), explainAuth(err))
 	}
 	return nc, nil
 }
@@ -208,7 +214,11 @@ func (a *app) withNamespace(cmd *cobra.Command, ns string, bounded bool, fn func
 		ctx, cancel = context.WithTimeout(ctx, a.timeout)
 		defer cancel()
 	}
-	nc, err := a.connect(cmd)
+	// A subject the credentials may not use ends the command at once,
+	// rather than when its request times out.
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil)
+	nc, err := a.connect(cmd, (&permissionWatch{cancel: refuse}).option())
 	if err != nil {
 		return err
 	}
@@ -217,7 +227,7 @@ func (a *app) withNamespace(cmd *cobra.Command, ns string, bounded bool, fn func
 	if err != nil {
 		return usagef(cmd, "--prefix: %v", err)
 	}
-	return fn(ctx, c.Namespace(ns))
+	return refusal(ctx, fn(ctx, c.Namespace(ns)))
 }
 
 // redactURL hides the passwords in a comma-separated list of NATS URLs.
@@ -350,6 +360,18 @@ func watch(ctx context.Context, nc *nats.Conn, prefix, ns string, timeout time.D
 	}
 }
 
+// printable returns a name as it is if it is made of printable, non-space
+// characters (every valid name is), and quoted otherwise: anyone who can
+// publish on the event subjects can send any bytes.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
 // formatEvent returns the line watch prints for an event received at t on
 // subject <prefix>.<kind>.<namespace>.<lease>.
 func formatEvent(t time.Time, prefix, subject string, data []byte) (string, error) {
@@ -368,7 +390,7 @@ func formatEvent(t time.Time, prefix, subject string, data []byte) (string, erro
 		}
 		ns, leaseName := eventNames(ev.GetNamespace(), ev.GetLease(), tokens)
 		return fmt.Sprintf("%s claimed %s/%s holder=%s revision=%d duration=%s",
-			ts, ns, leaseName, ev.GetHolder(), ev.GetRevision(), ev.GetDuration().AsDuration()), nil
+			ts, printable(ns), printable(leaseName), printable(ev.GetHolder()), ev.GetRevision(), ev.GetDuration().AsDuration()), nil
 	case protocol.EventExpired:
 		var ev messages.ExpiredEvent
 		if err := proto.Unmarshal(data, &ev); err != nil {
@@ -376,7 +398,7 @@ func formatEvent(t time.Time, prefix, subject string, data []byte) (string, erro
 		}
 		ns, leaseName := eventNames(ev.GetNamespace(), ev.GetLease(), tokens)
 		return fmt.Sprintf("%s expired %s/%s holder=%s revision=%d",
-			ts, ns, leaseName, ev.GetHolder(), ev.GetRevision()), nil
+			ts, printable(ns), printable(leaseName), printable(ev.GetHolder()), ev.GetRevision()), nil
 	default:
 		return "", fmt.Errorf("unknown event kind %q", kind)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/metrics"
+	"github.com/leaseagent/lease/policy"
 )
 
 // stopTimeout bounds how long the lease manager may take to stop.
@@ -49,6 +50,7 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&a.replicas, "replicas", defaultReplicas, "copies of the bucket, when it is created")
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
+	a.addServeSecurityFlags(fs)
 }
 
 // serveConfig is what serve runs, read from the flags.
@@ -71,6 +73,16 @@ type serveConfig struct {
 	// MetricsListen is where /metrics, /healthz and /readyz are served;
 	// empty: nowhere.
 	MetricsListen string
+
+	// Who the embedded server admits and its TLS, and the options of the
+	// agent's own connection to it (credentials it admits); see
+	// security.go.
+	Auth         embedded.Auth
+	TLS          embedded.TLS
+	AgentOptions []nats.Option
+
+	// Policy is the namespaces' policy from the config file; nil: none.
+	Policy *policy.Policy
 }
 
 func (a *app) runServe(cmd *cobra.Command, _ []string) error {
@@ -102,6 +114,9 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--max-duration must be positive, not %v", a.maxDuration)
 	case a.timeout <= 0:
 		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
+	}
+	if err := a.securityConfig(cmd, &cfg); err != nil {
+		return cfg, err
 	}
 	if fs.Changed("nats-url") {
 		if fs.Changed("listen") || fs.Changed("data-dir") {
@@ -167,20 +182,23 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 			}),
 		}, cfg.NATSOptions...)
 		if r.nc, err = nats.Connect(cfg.NATSURL, opts...); err != nil {
-			return fmt.Errorf("connect to %s: %w", redactURL(cfg.NATSURL), err)
+			return fmt.Errorf("connect to %s: %w", redactURL(cfg.NATSURL), explainAuth(err))
 		}
 		where = fmt.Sprintf("%s (external, bucket %s)", r.nc.ConnectedUrlRedacted(), cfg.Bucket)
 	} else {
+		warnIfExposed(logger, cfg)
 		r.srv, err = embedded.Start(embedded.Config{
 			Host:    cfg.Host,
 			Port:    cfg.Port,
 			DataDir: cfg.DataDir,
 			Logger:  slog.New(noticesAsDebug{logger.Handler()}).With("component", "nats-server"),
+			Auth:    cfg.Auth,
+			TLS:     cfg.TLS,
 		})
 		if err != nil {
 			return err
 		}
-		if r.nc, err = r.srv.Connect(nats.Name("leaseagent")); err != nil {
+		if r.nc, err = r.srv.Connect(append(cfg.AgentOptions, nats.Name("leaseagent"))...); err != nil {
 			return errors.Join(fmt.Errorf("connect to the embedded server: %w", err), r.stop(logger))
 		}
 		where = fmt.Sprintf("%s (embedded, data in %s)", r.srv.ClientURL(), cfg.DataDir)
@@ -204,6 +222,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		Prefix:      cfg.Prefix,
 		MaxDuration: cfg.MaxDuration,
 		Logger:      logger.With("component", "actors"),
+		Policy:      cfg.Policy,
 	})
 	cancel()
 	if err != nil {

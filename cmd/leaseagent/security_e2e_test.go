@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/internal/testcert"
+	"github.com/nats-io/nats.go"
+)
+
+// refusedWithin bounds how long a command refused by the NATS server may
+// take: a refusal must be reported, not waited out.
+const refusedWithin = 5 * time.Second
+
+// readyLine is the line serve prints when it is ready; group 1 is the URL.
+var readyLine = regexp.MustCompile(`^leaseagent listening on (nats://\S+) \(`)
+
+// startAgent starts leaseagent with args (which should pick a free port,
+// --listen 127.0.0.1:0, or name an external server) and returns it and
+// the URL it prints once ready.
+func startAgent(t *testing.T, args ...string) (*proc, string) {
+	t.Helper()
+	p := start(t, "", args...)
+	select {
+	case line, ok := <-p.stdout:
+		if !ok {
+			code := p.exitCode(t)
+			t.Fatalf("leaseagent %s exited with code %d before it was ready:\n%s", strings.Join(args, " "), code, p.logs.String())
+		}
+		m := readyLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("ready line %q", line)
+		}
+		return p, m[1]
+	case <-time.After(waitLimit):
+		t.Fatalf("leaseagent %s not ready within %v", strings.Join(args, " "), waitLimit)
+	}
+	return nil, ""
+}
+
+// timedCLI is cli that also fails the test if the command took longer than
+// limit.
+func timedCLI(t *testing.T, limit time.Duration, natsURL string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	begin := time.Now()
+	stdout, stderr, code = cli(t, natsURL, args...)
+	if took := time.Since(begin); took > limit {
+		t.Errorf("leaseagent %s took %v, want at most %v", strings.Join(args, " "), took, limit)
+	}
+	return stdout, stderr, code
+}
+
+// exampleConfig is the example config file shipped in docs.
+func exampleConfig(t *testing.T) string {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join("..", "..", "docs", "leaseagent.example.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestPasswordAndPolicyAgainstTheDaemon runs the daemon with a password and
+// the example config file's policy, and the CLI against it as real
+// processes.
+func TestPasswordAndPolicyAgainstTheDaemon(t *testing.T) {
+	_, url := startAgent(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+		"--config", exampleConfig(t), "--auth-user", "leaseagent", "--auth-password", "pw-1")
+	good := []string{"--user", "leaseagent", "--password", "pw-1"}
+	const al = "application-leadership"
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string // in stderr
+	}{
+		{"right password", append(good, "claim", al, "mysql", "mysql/0", "1m"), 0, nil},
+		{"held", append(good, "check", al, "mysql", "mysql/0"), 0, nil},
+		{"wrong password", []string{"--user", "leaseagent", "--password", "wrong", "claim", al, "mysql", "mysql/1", "1m"},
+			exitUsage, []string{"authorization failed", "Authorization Violation"}},
+		{"no credentials", []string{"leases", al},
+			exitUsage, []string{"authorization failed"}},
+		{"token instead", []string{"--token", "pw-1", "leases", al},
+			exitUsage, []string{"authorization failed"}},
+		{"policy: too short", append(good, "claim", al, "mysql", "mysql/0", "1s"),
+			exitUsage, []string{`namespace "application-leadership": duration 1s is below the minimum 5s`}},
+		{"policy: holder", append(good, "claim", al, "mysql", "machine-0", "1m"),
+			exitUsage, []string{`holder name "machine-0" does not match holder_pattern`}},
+		{"policy: other namespace, global limits", append(good, "claim", "other", "Any", "thing", "59m"), 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, tc.code, stderr)
+			}
+			for _, w := range tc.want {
+				checkErrorLine(t, stderr, w)
+			}
+		})
+	}
+}
+
+// TestTLSAgainstTheDaemon runs the daemon with TLS and client
+// certificates required (and a token), with a throwaway CA.
+func TestTLSAgainstTheDaemon(t *testing.T) {
+	files := testcert.Write(t)
+	_, url := startAgent(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--auth-token", "t0k",
+		"--tls-listen-cert", files.ServerCert, "--tls-listen-key", files.ServerKey, "--tls-listen-ca", files.CA)
+	tlsArgs := []string{"--token", "t0k", "--tls-ca", files.CA, "--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}
+
+	mustCLI(t, url, 0, append(tlsArgs, "claim", "ns", "l", "h", "1m")...)
+	mustCLI(t, url, 0, append(tlsArgs, "check", "ns", "l", "h")...)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no CA", []string{"--token", "t0k"}, "certificate signed by unknown authority"},
+		{"unknown CA", []string{"--token", "t0k", "--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}, "certificate"},
+		{"no client certificate", []string{"--token", "t0k", "--tls-ca", files.CA}, "connect to"},
+		{"wrong token", append([]string{"--tls-ca", files.CA, "--tls-cert", files.ClientCert, "--tls-key", files.ClientKey}, "--token", "bad"), "authorization failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, append(tc.args, "--timeout", "3s", "check", "ns", "l", "h")...)
+			if code == 0 || code == exitNotHeld {
+				t.Fatalf("exit code %d, want a failure; stderr %q", code, stderr)
+			}
+			checkErrorLine(t, stderr, tc.want)
+		})
+	}
+}
+
+var (
+	natsServerOnce sync.Once
+	natsServerPath string
+	natsServerErr  error
+)
+
+// natsServerBinary builds nats-server, the version in go.mod, once per
+// test run, next to the leaseagent binary.
+func natsServerBinary(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Dir(leaseagentBinary(t))
+	natsServerOnce.Do(func() {
+		natsServerPath = filepath.Join(dir, "nats-server")
+		out, err := exec.Command("go", "build", "-o", natsServerPath, "github.com/nats-io/nats-server/v2").CombinedOutput()
+		if err != nil {
+			natsServerErr = fmt.Errorf("go build nats-server: %v\n%s", err, out)
+		}
+	})
+	if natsServerErr != nil {
+		t.Fatal(natsServerErr)
+	}
+	return natsServerPath
+}
+
+// startNATSServer runs nats-server with the config text and returns its
+// client URL once it is ready.
+func startNATSServer(t *testing.T, config string) string {
+	t.Helper()
+	confPath := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(confPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(natsServerBinary(t), "-c", confPath)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := scanLines(stderr, logs)
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("nats-server log:\n%s", logs.String())
+		}
+	})
+	listening := regexp.MustCompile(`Listening for client connections on (\S+)`)
+	var url string
+	deadline := time.After(waitLimit)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("nats-server exited:\n%s", logs.String())
+			}
+			if m := listening.FindStringSubmatch(line); m != nil {
+				url = "nats://" + m[1]
+			}
+			if strings.Contains(line, "Server is ready") {
+				if url == "" {
+					t.Fatalf("nats-server ready without saying where it listens:\n%s", logs.String())
+				}
+				return url
+			}
+		case <-deadline:
+			t.Fatalf("nats-server not ready within %v:\n%s", waitLimit, logs.String())
+		}
+	}
+}
+
+// exampleNATSConfig is docs/nats-server.example.conf, made to listen on a
+// free port and store under dir.
+func exampleNATSConfig(t *testing.T, dir string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-server.example.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(data)
+	for old, new := range map[string]string{
+		"listen: 127.0.0.1:4222":     "listen: 127.0.0.1:-1",
+		`store_dir: "/var/lib/nats"`: fmt.Sprintf("store_dir: %q", dir),
+	} {
+		if !strings.Contains(conf, old) {
+			t.Fatalf("docs/nats-server.example.conf lacks %q", old)
+		}
+		conf = strings.ReplaceAll(conf, old, new)
+	}
+	return conf
+}
+
+// TestExternalServerAuthAndNamespacePermissions runs the example
+// nats-server config of docs/security.md with a real nats-server, the
+// agent in external mode and the CLI and client package as a service
+// limited to namespace "a".
+func TestExternalServerAuthAndNamespacePermissions(t *testing.T) {
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
+
+	// The agent with a wrong password fails at start-up, at once and
+	// clearly.
+	begin := time.Now()
+	bad := start(t, "", "--nats-url", url, "--user", "leaseagent", "--password", "wrong")
+	if code := bad.exitCode(t); code != exitUsage {
+		t.Errorf("agent with a wrong password: exit code %d, want %d", code, exitUsage)
+	}
+	if took := time.Since(begin); took > refusedWithin {
+		t.Errorf("agent with a wrong password took %v to fail", took)
+	}
+	if logs := bad.logs.String(); !strings.Contains(logs, "authorization failed") || !strings.Contains(logs, "Authorization Violation") {
+		t.Errorf("agent with a wrong password said:\n%s", logs)
+	}
+
+	// With its own credentials it serves.
+	_, served := startAgent(t, "--nats-url", url, "--user", "leaseagent", "--password", "agent-secret")
+	if served != url {
+		t.Errorf("agent serves %s, want %s", served, url)
+	}
+
+	serviceA := []string{"--user", "service-a", "--password", "a-secret"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"claim in a", append(serviceA, "claim", "a", "leader", "unit-0", "1m"), 0, ""},
+		{"check in a", append(serviceA, "check", "a", "leader", "unit-0"), 0, ""},
+		{"leases of a", append(serviceA, "leases", "a"), 0, ""},
+		{"claim in b", append(serviceA, "claim", "b", "leader", "unit-0", "1m"),
+			exitUsage, `Permissions Violation for Publish to "lease.claim.b"`},
+		{"leases of b", append(serviceA, "leases", "b"),
+			exitUsage, `Permissions Violation for Publish to "lease.list.b"`},
+		{"wait in b", append(serviceA, "wait", "b", "leader"),
+			exitUsage, "Permissions Violation"},
+		{"wrong password", []string{"--user", "service-a", "--password", "b-secret", "claim", "a", "leader", "unit-0", "1m"},
+			exitUsage, "authorization failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, tc.code, stderr)
+			}
+			if tc.want != "" {
+				checkErrorLine(t, stderr, tc.want)
+			}
+		})
+	}
+
+	// The client package, as service-a: namespace a works; a request in b
+	// is refused by the server, which the connection's error handler hears.
+	refused := make(chan error, 8)
+	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		refused <- err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	c, err := client.New(nc, client.WithRequestTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := c.Namespace("a").ClaimContext(ctx, "other", "unit-1", time.Minute); err != nil {
+		t.Fatalf("client claim in a: %v", err)
+	}
+	bctx, bcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer bcancel()
+	if err := c.Namespace("b").ClaimContext(bctx, "other", "unit-1", time.Minute); err == nil {
+		t.Fatal("client claim in b succeeded")
+	}
+	select {
+	case err := <-refused:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), "lease.claim.b") {
+			t.Errorf("error handler got %v, want a permissions violation on lease.claim.b", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no permissions violation reported")
+	}
+
+	// The agent's own view: b was never claimed.
+	mustCLI(t, url, exitNotHeld, "--user", "leaseagent", "--password", "agent-secret", "check", "b", "leader", "unit-0")
+}
+
+// TestSecurityDocHasTheTestedConfig keeps docs/security.md's nats-server
+// config the one tested above.
+func TestSecurityDocHasTheTestedConfig(t *testing.T) {
+	conf, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-server.example.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "security.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), string(conf)) {
+		t.Error("docs/security.md does not include docs/nats-server.example.conf as it is")
+	}
+}
