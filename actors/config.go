@@ -21,6 +21,8 @@ import (
 const (
 	DefaultPrefix       = protocol.DefaultPrefix
 	DefaultMaxSleep     = time.Minute
+	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultMaxNamespace = 10000
 	DefaultMaxDuration  = time.Hour
 	DefaultClaimRetries = 3
 	DefaultWriteTimeout = 10 * time.Second
@@ -51,6 +53,18 @@ type Config struct {
 	// by other writers are seen even when no request arrives.
 	// DefaultMaxSleep if zero.
 	MaxSleep time.Duration
+
+	// IdleTimeout is how long a namespace with no held leases, no waiters
+	// and no requests keeps its actor; then the actor stops and its memory
+	// is freed, and the next request starts it again from the store.
+	// DefaultIdleTimeout if zero.
+	IdleTimeout time.Duration
+
+	// MaxNamespaces bounds how many namespaces are served at once, so that
+	// requests naming ever new namespaces cannot exhaust memory; beyond it,
+	// requests for new namespaces fail with ErrUnavailable until idle ones
+	// stop. DefaultMaxNamespace if zero.
+	MaxNamespaces int
 
 	// MaxDuration is the longest lease a Claim may ask for.
 	// DefaultMaxDuration if zero.
@@ -98,6 +112,8 @@ type hooks struct {
 	receive func(namespace string, msg any)
 	// loaded is called after a namespace actor installs a snapshot.
 	loaded func(namespace string)
+	// passivated is called when the manager stops an idle namespace.
+	passivated func(namespace string)
 	// newStore replaces the natskv.Client of a namespace.
 	newStore func(namespace string, b *natskv.Bucket) (store, error)
 }
@@ -111,6 +127,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("actors: Config.Prefix: %q is not a NATS subject prefix of plain tokens", c.Prefix)
 	case c.MaxSleep < 0:
 		return fmt.Errorf("actors: Config.MaxSleep: %v is negative", c.MaxSleep)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("actors: Config.IdleTimeout: %v is negative", c.IdleTimeout)
+	case c.MaxNamespaces < 0:
+		return fmt.Errorf("actors: Config.MaxNamespaces: %d is negative", c.MaxNamespaces)
 	case c.MaxDuration < 0:
 		return fmt.Errorf("actors: Config.MaxDuration: %v is negative", c.MaxDuration)
 	case c.ClaimRetries < 0:
@@ -142,6 +162,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSleep == 0 {
 		c.MaxSleep = DefaultMaxSleep
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxNamespaces == 0 {
+		c.MaxNamespaces = DefaultMaxNamespace
 	}
 	if c.MaxDuration == 0 {
 		c.MaxDuration = DefaultMaxDuration

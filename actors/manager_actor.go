@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -15,15 +16,23 @@ type toNamespace struct {
 	msg       any
 }
 
+// idle says a namespace actor has had nothing to do for IdleTimeout.
+type idle struct {
+	namespace string
+	who       *actor.PID
+}
+
 // managerActor creates one namespace actor per namespace on first use and
 // supervises them: a namespace actor that panics is restarted (its store,
 // and the cache in it, survive), up to MaxRestarts times a minute, then
-// stopped; its next request starts it afresh.
+// stopped; its next request starts it afresh. A namespace actor that is
+// idle for IdleTimeout is stopped the same way. At most MaxNamespaces run.
 type managerActor struct {
 	rt       *runtime
 	children map[string]*actor.PID
 	shared   map[string]*namespaceShared
 	stopped  chan struct{}
+	spawned  uint64 // makes each namespace actor's name unique
 }
 
 // Restart limits of a namespace actor: more panics than this within the
@@ -51,11 +60,21 @@ func (m *managerActor) Receive(ctx actor.Context) {
 			return
 		}
 		ctx.Send(pid, msg.msg)
+	case *idle:
+		// Forget it first: requests from now on start a new actor, while
+		// the old one answers what is already in its mailbox and stops.
+		if pid, ok := m.children[msg.namespace]; ok && pid.Equal(msg.who) {
+			m.forget(msg.namespace, pid)
+			ctx.Poison(pid)
+			m.rt.cfg.Logger.Info("stopped idle namespace", "namespace", msg.namespace)
+			if h := m.rt.cfg.hooks.passivated; h != nil {
+				h(msg.namespace)
+			}
+		}
 	case *actor.Terminated:
 		for name, pid := range m.children {
 			if pid.Equal(msg.Who) {
-				delete(m.children, name)
-				m.rt.namespaces.CompareAndDelete(name, pid)
+				m.forget(name, pid) // stopped after too many restarts
 			}
 		}
 	case *actor.Stopped:
@@ -63,10 +82,21 @@ func (m *managerActor) Receive(ctx actor.Context) {
 	}
 }
 
+// forget drops a namespace's actor and its store.
+func (m *managerActor) forget(namespace string, pid *actor.PID) {
+	delete(m.children, namespace)
+	delete(m.shared, namespace)
+	m.rt.namespaces.CompareAndDelete(namespace, pid)
+}
+
 // child returns the actor of a namespace, starting it if it has none.
 func (m *managerActor) child(ctx actor.Context, namespace string) (*actor.PID, error) {
 	if pid, ok := m.children[namespace]; ok {
 		return pid, nil
+	}
+	if len(m.children) >= m.rt.cfg.MaxNamespaces {
+		return nil, fmt.Errorf("%w: %d namespaces are served, the most allowed (MaxNamespaces); %q must wait until one is idle",
+			ErrUnavailable, len(m.children), namespace)
 	}
 	shared, ok := m.shared[namespace]
 	if !ok {
@@ -78,7 +108,8 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*actor.PID, e
 		m.shared[namespace] = shared
 	}
 	props := actor.PropsFromProducer(func() actor.Actor { return newNamespaceActor(m.rt, shared) })
-	pid, err := ctx.SpawnNamed(props, natskv.EscapeName(namespace))
+	m.spawned++
+	pid, err := ctx.SpawnNamed(props, natskv.EscapeName(namespace)+"."+strconv.FormatUint(m.spawned, 10))
 	if err != nil {
 		return nil, fmt.Errorf("%w: start namespace %q: %w", ErrUnavailable, namespace, err)
 	}

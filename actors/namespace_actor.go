@@ -123,6 +123,9 @@ type namespaceShared struct {
 // expires leases on time, wakes waiters and publishes events.
 type namespaceActor struct {
 	rt          *runtime
+	parent      *actor.PID
+	lastActive  time.Time // when the last request arrived
+	passivating bool      // it told the manager it is idle
 	shared      *namespaceShared
 	name        string
 	store       store
@@ -179,7 +182,8 @@ func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
 func (a *namespaceActor) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
-		a.self = ctx.Self()
+		a.self, a.parent = ctx.Self(), ctx.Parent()
+		a.lastActive = a.clock.Now()
 		a.load()
 	case *actor.Restarting:
 		a.rt.cfg.Metrics.ActorRestart(a.name)
@@ -188,7 +192,12 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		a.failAll(fmt.Errorf("%w: namespace %q restarted after a failure", ErrUnavailable, a.name))
 	case *actor.Stopping:
 		a.stopTimer()
-		a.failAll(ErrStopped)
+		if a.passivating {
+			// Only this namespace stops; a retry starts it again.
+			a.failAll(fmt.Errorf("%w: namespace %q stopped while idle; try again", ErrUnavailable, a.name))
+		} else {
+			a.failAll(ErrStopped)
+		}
 	case actor.AutoReceiveMessage, actor.SystemMessage:
 	default:
 		a.current = msg
@@ -221,6 +230,7 @@ func (a *namespaceActor) receive(msg any) {
 
 // handle serves a request once the namespace is loaded.
 func (a *namespaceActor) handle(msg any) {
+	a.lastActive = a.clock.Now()
 	switch m := msg.(type) {
 	case *claimRequest:
 		a.enqueue(&op{kind: opClaim, lease: m.lease, holder: m.holder, duration: m.duration, reply: m.reply})
@@ -622,6 +632,9 @@ func (a *namespaceActor) reschedule() {
 	if ok && next.Before(at) {
 		at = next.Add(1) // expiry needs the clock strictly past it
 	}
+	if stop := a.lastActive.Add(a.rt.cfg.IdleTimeout); a.idle() && stop.Before(at) {
+		at = stop
+	}
 	a.setTimer(at)
 }
 
@@ -655,6 +668,14 @@ func (a *namespaceActor) stopTimer() {
 	}
 }
 
+// idle reports whether the actor has nothing to keep: no held leases, no
+// waiters, nothing in progress.
+func (a *namespaceActor) idle() bool {
+	return a.ready && a.heldCount == 0 && len(a.waiters) == 0 && len(a.ops) == 0 &&
+		len(a.early) == 0 && len(a.expiring) == 0 && !a.loading &&
+		len(a.afterLoad) == 0 && len(a.nextLoad) == 0
+}
+
 // onTick expires what is due; the namespace is reloaded after the expiries
 // (or now, if nothing was due: the MaxSleep safety net), and the reload sets
 // the next timer.
@@ -663,7 +684,13 @@ func (a *namespaceActor) onTick(m *tick) {
 		return // a timer that was replaced
 	}
 	a.timer = nil
-	due, _, _ := a.store.Expiring(a.clock.Now())
+	now := a.clock.Now()
+	if a.idle() && !now.Before(a.lastActive.Add(a.rt.cfg.IdleTimeout)) {
+		a.passivating = true
+		a.rt.system.Root.Send(a.parent, &idle{namespace: a.name, who: a.self})
+		return
+	}
+	due, _, _ := a.store.Expiring(now)
 	if len(due) > 0 {
 		a.expireDue(due)
 	}

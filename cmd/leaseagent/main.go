@@ -59,6 +59,8 @@
 //	--bucket NAME           KV bucket holding the leases (default leases)
 //	--replicas N            copies of the bucket, when it is created (default 1)
 //	--max-duration DURATION longest lease a claim may ask for (default 1h)
+//	--max-namespaces N      most namespaces served at once (default 10000)
+//	--idle-timeout DURATION how long an idle namespace keeps its memory (default 10m)
 //	--metrics-listen HOST:PORT
 //	                        serve Prometheus /metrics, /healthz and /readyz there
 //	                        (off by default; 127.0.0.1:9464 is usual)
@@ -395,6 +397,8 @@ type app struct {
 	replicas      int
 	maxDuration   time.Duration
 	metricsListen string
+	maxNamespaces int
+	idleTimeout   time.Duration
 
 	// The config file (config.go) and the authentication and TLS flags
 	// not above (security.go).

@@ -86,3 +86,14 @@ func TestLogFormatIsChecked(t *testing.T) {
 		t.Fatalf("--log-format xml: exit %d, stderr %q", code, stderr)
 	}
 }
+
+func TestServeLimitFlagsAreChecked(t *testing.T) {
+	for _, args := range [][]string{
+		{"--max-namespaces", "0"},
+		{"--idle-timeout", "0s"},
+	} {
+		if _, stderr, code := cli(t, "", append([]string{"serve", "--data-dir", t.TempDir()}, args...)...); code != exitUsage || !strings.Contains(stderr, args[0]) {
+			t.Errorf("serve %v: exit %d, stderr %q; want %d naming the flag", args, code, stderr, exitUsage)
+		}
+	}
+}

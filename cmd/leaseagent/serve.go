@@ -49,6 +49,8 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.bucket, "bucket", defaultBucket, "KV bucket holding the leases")
 	fs.IntVar(&a.replicas, "replicas", defaultReplicas, "copies of the bucket, when it is created")
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
+	fs.IntVar(&a.maxNamespaces, "max-namespaces", actors.DefaultMaxNamespace, "most namespaces served at once; requests for more are refused until some are idle")
+	fs.DurationVar(&a.idleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "how long a namespace with no leases and no waiters keeps its memory")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 	a.addServeSecurityFlags(fs)
 }
@@ -64,11 +66,13 @@ type serveConfig struct {
 	Port    int // embedded.RandomPort for a free port
 	DataDir string
 
-	Bucket       string
-	Replicas     int
-	Prefix       string
-	MaxDuration  time.Duration
-	StartTimeout time.Duration
+	Bucket        string
+	Replicas      int
+	Prefix        string
+	MaxDuration   time.Duration
+	MaxNamespaces int
+	IdleTimeout   time.Duration
+	StartTimeout  time.Duration
 
 	// MetricsListen is where /metrics, /healthz and /readyz are served;
 	// empty: nowhere.
@@ -102,6 +106,8 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		Replicas:      a.replicas,
 		Prefix:        a.prefix,
 		MaxDuration:   a.maxDuration,
+		MaxNamespaces: a.maxNamespaces,
+		IdleTimeout:   a.idleTimeout,
 		StartTimeout:  a.timeout,
 		MetricsListen: a.metricsListen,
 	}
@@ -112,6 +118,10 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--replicas must be at least 1, not %d", a.replicas)
 	case a.maxDuration <= 0:
 		return cfg, usagef(cmd, "--max-duration must be positive, not %v", a.maxDuration)
+	case a.maxNamespaces < 1:
+		return cfg, usagef(cmd, "--max-namespaces must be at least 1, not %d", a.maxNamespaces)
+	case a.idleTimeout <= 0:
+		return cfg, usagef(cmd, "--idle-timeout must be positive, not %v", a.idleTimeout)
 	case a.timeout <= 0:
 		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
 	}
@@ -215,14 +225,16 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	r.mgr, err = actors.New(startCtx, actors.Config{
-		Metrics:     m,
-		Conn:        r.nc,
-		Bucket:      cfg.Bucket,
-		Replicas:    cfg.Replicas,
-		Prefix:      cfg.Prefix,
-		MaxDuration: cfg.MaxDuration,
-		Logger:      logger.With("component", "actors"),
-		Policy:      cfg.Policy,
+		Metrics:       m,
+		Conn:          r.nc,
+		Bucket:        cfg.Bucket,
+		Replicas:      cfg.Replicas,
+		Prefix:        cfg.Prefix,
+		MaxDuration:   cfg.MaxDuration,
+		MaxNamespaces: cfg.MaxNamespaces,
+		IdleTimeout:   cfg.IdleTimeout,
+		Logger:        logger.With("component", "actors"),
+		Policy:        cfg.Policy,
 	})
 	cancel()
 	if err != nil {
