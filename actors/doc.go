@@ -69,6 +69,15 @@
 // wrapping ErrInvalidArgument that names the rule, and changes nothing (a
 // refused namespace does not even get an actor).
 //
+// # Memory
+//
+// A namespace's actor and cache live while it has held leases, waiters or
+// requests; IdleTimeout after the last request with none of those, the
+// actor stops and the next request starts it again from the store. At most
+// MaxNamespaces are served at once; requests for more fail with
+// ErrUnavailable, so requests naming ever new namespaces cannot exhaust
+// memory.
+//
 // # Limits
 //
 // A Manager assumes it is the only lease manager writing its namespaces:
