@@ -3,7 +3,6 @@ package actors
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -41,7 +40,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}
