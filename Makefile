@@ -9,7 +9,7 @@ PROTOC_VERSION      := 3.21.12
 STATICCHECK_VERSION := v0.8.2
 TEST_FLAGS  ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test proto proto-check lint tidy tidy-check bench fuzz clean
+.PHONY: all build test proto proto-check lint tidy tidy-check bench fuzz chaos clean
 
 all: build
 
@@ -66,6 +66,12 @@ fuzz:
 		echo "fuzz $$fn in ./$$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg; \
 	done
+
+# chaos runs the long form of the fault-injection test (test/chaos, see
+# docs/testing.md) for CHAOS_DURATION; CHAOS_SEED=N replays a seed.
+CHAOS_DURATION ?= 10m
+chaos:
+	$(GO) test -race -count=1 -timeout 0 -v -run '^TestChaosLong$$' ./test/chaos -chaos.duration=$(CHAOS_DURATION)
 
 clean:
 	rm -rf $(BIN)

@@ -249,6 +249,10 @@ func (c *Client) Apply(w *Write) error {
 	case expireWrite, releaseWrite:
 		c.known[w.lease] = &state{key: w.key, revision: w.revision}
 	default:
+		expiry := w.start.Add(w.duration)
+		if earlyExpiryFault() { // a deliberate bug, only in -tags faultinject builds (see faultinject.go)
+			expiry = w.start.Add(w.duration / 2)
+		}
 		c.known[w.lease] = &state{
 			key:      w.key,
 			revision: w.revision,
@@ -256,7 +260,7 @@ func (c *Client) Apply(w *Write) error {
 			held:     true,
 			holder:   w.holder,
 			duration: w.duration,
-			expiry:   w.start.Add(w.duration),
+			expiry:   expiry,
 		}
 	}
 	return nil
