@@ -46,10 +46,10 @@
 //   - With [Config.DontListen] the server opens no TCP listener at all. Only
 //     connections made with [Server.Connect] reach it, and [Server.Addr] and
 //     [Server.ClientURL] return "".
-//   - The server runs standalone: no clustering and no monitoring
-//     endpoint. By default it admits any client that can reach it and
-//     speaks plain TCP; it is meant to be reached from the same host, and
-//     the default Host is the loopback address 127.0.0.1.
+//   - The server has no monitoring endpoint. By default it runs
+//     standalone, admits any client that can reach it and speaks plain
+//     TCP; it is meant to be reached from the same host, and the default
+//     Host is the loopback address 127.0.0.1.
 //   - [Config.Auth] can require a user and password, a token or nkeys, and
 //     [Config.TLS] can require TLS and client certificates. Every client
 //     that authenticates has full rights on every subject: there are no
@@ -58,4 +58,25 @@
 //     the process).
 //   - The server's own log lines go to [Config.Logger] when it is set and
 //     are discarded otherwise.
+//
+// # Clustering
+//
+// [Config.Cluster] joins the server to a NATS cluster with JetStream
+// clustering, so that a key-value bucket can be created with Replicas 3
+// (or 5) and survive the loss of a server. Each server needs a
+// [Config.Name] unique in the cluster and stable across restarts, the
+// same [Cluster.Name], and routes to the others (best: the same full
+// list on every server, its own address included). [Start] returns once
+// the server listens for clients and routes; it does not wait for the
+// cluster to form, which needs the other servers. Until a JetStream meta
+// leader is elected, and until enough servers have joined for the
+// replicas asked for, JetStream API calls fail (for example with "no
+// suitable peers for placement" or a timeout): retry them.
+// [Server.ClusterURL] gives the route URL, with the actual port when
+// [Cluster.Port] is [RandomPort].
+//
+// Routes are plain TCP, unauthenticated unless [Cluster.User] and
+// [Cluster.Password] are set (the same on every server); route TLS is not
+// supported. Whoever reaches a route port can join as a server and read
+// every message: keep routes on a private network.
 package embedded

@@ -39,7 +39,8 @@ const LevelTrace = slog.LevelDebug - 4
 // Config says how to run the server. Zero values take defaults where stated.
 type Config struct {
 	// Name is the server name. Default "leaseagent". It must not contain
-	// white space.
+	// white space. With [Config.Cluster] it is required, must be unique in
+	// the cluster and must stay the same across restarts.
 	Name string
 
 	// Host is the address to listen on. Default "127.0.0.1".
@@ -84,6 +85,11 @@ type Config struct {
 
 	// TLS, if enabled, makes the client port speak TLS only; see [TLS].
 	TLS TLS
+
+	// Cluster, if enabled, joins the server to a NATS cluster with
+	// JetStream clustering; see [Cluster]. The zero value runs the server
+	// standalone.
+	Cluster Cluster
 }
 
 // Validate reports every invalid field of c, each error naming the field,
@@ -107,6 +113,7 @@ func (c Config) Validate() error {
 		bad("ReadyTimeout", "must not be negative, got %s", c.ReadyTimeout)
 	}
 	c.validateSecurity(bad)
+	c.validateCluster(bad)
 	return errors.Join(errs...)
 }
 
@@ -124,6 +131,7 @@ func (c Config) withDefaults() Config {
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout
 	}
+	c.Cluster = clusterWithDefaults(c.Cluster, c.Host)
 	return c
 }
 
@@ -134,6 +142,9 @@ type Server struct {
 	cfg  Config // with defaults applied and DataDir made absolute
 	addr string // bound host:port; "" with DontListen
 	url  string // nats://host:port; "" with DontListen
+
+	clusterAddr string // route listener's bound host:port; "" if standalone
+	clusterURL  string // nats-route://host:port; "" if standalone
 }
 
 // Start validates cfg, prepares cfg.DataDir, starts the server and waits up
@@ -160,6 +171,11 @@ func Start(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Cluster.Enabled() && cfg.Cluster.Port > 0 {
+		if err := checkListen(net.JoinHostPort(cfg.Cluster.Host, strconv.Itoa(cfg.Cluster.Port))); err != nil {
+			return nil, err
+		}
+	}
 
 	opts := &server.Options{
 		ServerName:             cfg.Name,
@@ -174,6 +190,9 @@ func Start(cfg Config) (*Server, error) {
 		DisableJetStreamBanner: true,
 	}
 	if err := cfg.applySecurity(opts); err != nil {
+		return nil, err
+	}
+	if err := cfg.applyCluster(opts); err != nil {
 		return nil, err
 	}
 	ns, err := server.NewServer(opts)
@@ -212,6 +231,16 @@ func Start(cfg Config) (*Server, error) {
 		}
 		s.addr = tcp.String()
 		s.url = (&url.URL{Scheme: "nats", Host: dialAddr(tcp)}).String()
+	}
+	if cfg.Cluster.Enabled() {
+		tcp := ns.ClusterAddr()
+		if tcp == nil {
+			stop()
+			return nil, fmt.Errorf("embedded: nats-server has no route listener on %s",
+				net.JoinHostPort(cfg.Cluster.Host, strconv.Itoa(cfg.Cluster.Port)))
+		}
+		s.clusterAddr = tcp.String()
+		s.clusterURL = (&url.URL{Scheme: "nats-route", Host: dialAddr(tcp)}).String()
 	}
 	return s, nil
 }
@@ -322,6 +351,11 @@ func listenError(hostPort string, err error) error {
 func startError(hostPort string, err error) error {
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "listen" {
+		if opErr.Addr != nil {
+			// The listener that failed, which may be the route
+			// listener rather than the client one.
+			hostPort = opErr.Addr.String()
+		}
 		return listenError(hostPort, opErr)
 	}
 	return fmt.Errorf("embedded: start nats-server: %w", err)
