@@ -154,6 +154,40 @@ func (m *Manager) Stop(ctx context.Context) error {
 // values it reports are readings of it.
 func (m *Manager) Clock() clock.Clock { return m.rt.cfg.Clock }
 
+// Bucket returns the bucket the Manager keeps its leases in.
+func (m *Manager) Bucket() *natskv.Bucket { return m.rt.bucket }
+
+// Serving reports whether a namespace's actor is running: it has been used
+// and has not since been idle for IdleTimeout or unloaded.
+func (m *Manager) Serving(namespace string) bool {
+	_, ok := m.rt.namespaces.Load(namespace)
+	return ok
+}
+
+// Unload stops a namespace's actor, if it runs, and forgets what it knew:
+// the next call for the namespace starts a new actor, which loads the
+// namespace from the store and treats every lease in it by the clock rule,
+// as if another agent had written it. Calls already in the actor's mailbox
+// are answered first; those still waiting for a write then fail with
+// ErrUnavailable. Unload returns once calls made after it can no longer
+// reach the old actor, without waiting for that actor to stop; it returns
+// ctx's error if ctx ends first, and ErrStopped if the Manager stops.
+//
+// An agent that shares a bucket with others unloads a namespace when it
+// stops owning it, and before it serves it again, so that it never answers
+// from state another owner may have changed.
+func (m *Manager) Unload(ctx context.Context, namespace string) error {
+	done := make(chan struct{})
+	select {
+	case <-m.stopping:
+		return ErrStopped
+	default:
+	}
+	m.rt.system.Root.Send(m.pid, &unload{namespace: namespace, done: done})
+	_, err := await(ctx, m, done)
+	return err
+}
+
 // Namespace returns the leases of one namespace. Its methods report an
 // invalid namespace name; the namespace's actor starts on first use.
 func (m *Manager) Namespace(name string) *Namespace {

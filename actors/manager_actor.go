@@ -22,6 +22,13 @@ type idle struct {
 	who       *actor.PID
 }
 
+// unload asks for a namespace's actor to be stopped and its store
+// forgotten (Manager.Unload); done is closed once it is.
+type unload struct {
+	namespace string
+	done      chan struct{}
+}
+
 // managerActor creates one namespace actor per namespace on first use and
 // supervises them: a namespace actor that panics is restarted (its store,
 // and the cache in it, survive), up to MaxRestarts times a minute, then
@@ -71,6 +78,14 @@ func (m *managerActor) Receive(ctx actor.Context) {
 				h(msg.namespace)
 			}
 		}
+	case *unload:
+		if pid, ok := m.children[msg.namespace]; ok {
+			m.forget(msg.namespace, pid)
+			ctx.Send(pid, &unloading{})
+			ctx.Poison(pid)
+			m.rt.cfg.Logger.Info("stopped serving namespace", "namespace", msg.namespace)
+		}
+		close(msg.done)
 	case *actor.Terminated:
 		for name, pid := range m.children {
 			if pid.Equal(msg.Who) {

@@ -63,6 +63,9 @@ type (
 		lease  string
 		waiter *waiter
 	}
+	// unloading comes from the manager just before it stops the actor
+	// (Manager.Unload): the calls still pending then may be retried.
+	unloading struct{}
 )
 
 // waiter is one WaitUntilExpired call.
@@ -126,6 +129,7 @@ type namespaceActor struct {
 	parent      *actor.PID
 	lastActive  time.Time // when the last request arrived
 	passivating bool      // it told the manager it is idle
+	unloading   bool      // the manager told it to stop (Manager.Unload)
 	shared      *namespaceShared
 	name        string
 	store       store
@@ -192,10 +196,13 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		a.failAll(fmt.Errorf("%w: namespace %q restarted after a failure", ErrUnavailable, a.name))
 	case *actor.Stopping:
 		a.stopTimer()
-		if a.passivating {
+		switch {
+		case a.passivating:
 			// Only this namespace stops; a retry starts it again.
 			a.failAll(fmt.Errorf("%w: namespace %q stopped while idle; try again", ErrUnavailable, a.name))
-		} else {
+		case a.unloading:
+			a.failAll(fmt.Errorf("%w: namespace %q is no longer served here; try again", ErrUnavailable, a.name))
+		default:
 			a.failAll(ErrStopped)
 		}
 	case actor.AutoReceiveMessage, actor.SystemMessage:
@@ -219,6 +226,8 @@ func (a *namespaceActor) receive(msg any) {
 		a.onTick(m)
 	case *cancelWait:
 		delete(a.waiters[m.lease], m.waiter)
+	case *unloading:
+		a.unloading = true
 	default:
 		if !a.ready {
 			a.early = append(a.early, msg)

@@ -83,3 +83,29 @@ func TestTooManyNamespaces(t *testing.T) {
 	}
 	h.claim(h.m.Namespace("c"), "l", "h", time.Minute)
 }
+
+// An unloaded namespace forgets what it knew: the next actor loads the
+// store and treats every lease by the clock rule, as a new owner would.
+func TestUnloadedNamespaceStartsAgainFromTheStore(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	h.clock.Advance(30 * time.Second)
+	if err := h.m.Unload(h.ctx(), "ns"); err != nil {
+		t.Fatal(err)
+	}
+	if h.m.Serving("ns") {
+		t.Fatal("Serving(ns) after Unload")
+	}
+	h.start("ns")
+	if !h.m.Serving("ns") {
+		t.Fatal("no actor for ns after a call")
+	}
+	// The first actor would expire the lease a minute after the claim;
+	// the new one a minute after it first saw the record.
+	h.clock.Advance(31 * time.Second)
+	h.mustHold(n, "l", "h")
+	if err := h.m.Unload(h.ctx(), "nothing-here"); err != nil {
+		t.Fatalf("Unload of a namespace with no actor: %v", err)
+	}
+}

@@ -62,6 +62,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics records request latencies; nil records nothing.
 	Metrics *metrics.Metrics
+	// Ownership, if set, shares the namespaces with the other agents on
+	// the bucket: this agent answers only for the namespaces it owns and
+	// forwards other requests to their owners. If nil, this agent answers
+	// for every namespace, which is right only if it is the bucket's only
+	// agent.
+	Ownership *Ownership
 }
 
 // Validate returns an error naming the first field that is not valid.
@@ -73,6 +79,11 @@ func (c Config) Validate() error {
 		return errors.New("agent: Config.Manager: must not be nil")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("agent: Config.RequestTimeout: %v is negative", c.RequestTimeout)
+	case c.Prefix != "" && !protocol.ValidPrefix(c.Prefix):
+		return fmt.Errorf("agent: Config.Prefix: %q is not a valid subject prefix", c.Prefix)
+	}
+	if c.Ownership != nil {
+		return c.Ownership.Validate()
 	}
 	return nil
 }
@@ -82,6 +93,11 @@ type Service struct {
 	cfg      Config
 	svc      micro.Service
 	catchAll *nats.Subscription
+	handlers map[string]handler // by operation
+	owners   *owners            // nil without Ownership
+	toMe     *nats.Subscription // requests forwarded to this agent
+	ownersWG sync.WaitGroup
+	stopOwn  context.CancelFunc
 	ctx      context.Context
 	cancel   context.CancelFunc
 	inflight sync.WaitGroup
@@ -119,7 +135,7 @@ func Start(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("agent: add service: %w", err)
 	}
 	s.svc = svc
-	handlers := map[string]func(context.Context, *actors.Namespace, *request) proto.Message{
+	s.handlers = map[string]handler{
 		protocol.OpClaim:   s.claim,
 		protocol.OpCheck:   s.check,
 		protocol.OpList:    s.list,
@@ -127,7 +143,7 @@ func Start(cfg Config) (*Service, error) {
 		protocol.OpState:   s.state,
 	}
 	for _, op := range protocol.Operations {
-		handle := handlers[op]
+		handle := s.handlers[op]
 		err := svc.AddEndpoint(op, micro.HandlerFunc(func(r micro.Request) { s.serve(op, r, handle) }),
 			micro.WithEndpointSubject(cfg.Prefix+"."+op+".*"))
 		if err != nil {
@@ -142,6 +158,12 @@ func Start(cfg Config) (*Service, error) {
 		_ = s.Stop()
 		return nil, fmt.Errorf("agent: subscribe %s.>: %w", cfg.Prefix, err)
 	}
+	if cfg.Ownership != nil {
+		if err := s.startOwnership(); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
+	}
 	// Once Start returns, the server knows every subscription: requests
 	// sent from then on find the service.
 	if err := cfg.Conn.Flush(); err != nil {
@@ -151,20 +173,92 @@ func Start(cfg Config) (*Service, error) {
 	return s, nil
 }
 
+// forwardSubject returns the subject requests are forwarded to an agent on:
+// _leaseagent.<prefix>.<agent ID>.<operation>.<namespace>. It lies outside
+// <prefix>.>, where every agent listens for unknown operations: so a
+// request forwarded to an agent that has gone finds no responders, and the
+// caller learns it at once.
+func forwardSubject(prefix, agentID, op, nsToken string) string {
+	return forwardRoot + "." + prefix + "." + agentID + "." + op + "." + nsToken
+}
+
+// forwardRoot begins the subjects of forwarded requests.
+const forwardRoot = "_leaseagent"
+
+// pingOp is the operation agents ask on to find whether an agent ID is
+// taken.
+const pingOp = "ping"
+
+// startOwnership refuses to start if another agent answers to this
+// agent's ID, then subscribes to the requests forwarded to it and starts
+// renewing ownership.
+func (s *Service) startOwnership() error {
+	id := s.cfg.Ownership.AgentID
+	_, err := s.cfg.Conn.Request(forwardSubject(s.cfg.Prefix, id, pingOp, "_"), nil, 2*time.Second)
+	switch {
+	case err == nil:
+		return fmt.Errorf("agent: Ownership.AgentID: another agent already runs as %q on this bucket's NATS; give each agent its own ID", id)
+	case !errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("agent: ask whether agent ID %q is taken: %w", id, err)
+	}
+	o, err := newOwners(*s.cfg.Ownership, s.cfg.Manager, s.cfg.Logger.With("agent", id))
+	if err != nil {
+		return err
+	}
+	// Read who owns what before answering anything: from here on, the
+	// clock rule runs for every ownership lease seen.
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+	err = o.refresh(ctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	s.owners = o
+	s.toMe, err = s.cfg.Conn.Subscribe(forwardRoot+"."+s.cfg.Prefix+"."+id+".>", s.forwarded)
+	if err != nil {
+		return fmt.Errorf("agent: subscribe to forwarded requests: %w", err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	s.stopOwn = cancel
+	s.ownersWG.Go(func() { o.run(ctx) })
+	return nil
+}
+
 // Stop stops taking requests, waits for those in progress to be answered
 // (or to time out), and returns. It does not stop the Manager.
 func (s *Service) Stop() error {
 	s.stopOnce.Do(func() {
+		var errs []error
 		if s.catchAll != nil {
-			s.stopErr = s.catchAll.Drain()
+			errs = append(errs, s.catchAll.Drain())
 		}
-		if err := s.svc.Stop(); err != nil && s.stopErr == nil {
-			s.stopErr = err
+		if s.toMe != nil {
+			errs = append(errs, s.toMe.Drain())
 		}
+		errs = append(errs, s.svc.Stop())
 		s.inflight.Wait()
 		s.cancel()
+		if s.stopOwn != nil {
+			s.stopOwn()
+			s.ownersWG.Wait()
+			// Nothing answers any more: let the other agents take over now
+			// rather than when the ownership leases run out.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.owners.releaseAll(ctx)
+			cancel()
+		}
+		s.stopErr = errors.Join(errs...)
 	})
 	return s.stopErr
+}
+
+// Owned returns the namespaces this agent owns now, sorted; nil without
+// Ownership.
+func (s *Service) Owned() []string {
+	if s.owners == nil {
+		return nil
+	}
+	return s.owners.ownedNamespaces()
 }
 
 // request is one request in progress.
@@ -175,16 +269,48 @@ type request struct {
 }
 
 // serve hands a request to a goroutine and returns at once.
-func (s *Service) serve(op string, r micro.Request, handle func(context.Context, *actors.Namespace, *request) proto.Message) {
+func (s *Service) serve(op string, r micro.Request, handle handler) {
 	reply := r.Reply()
 	if reply == "" {
 		return // nobody to answer
 	}
-	req := &request{
-		json: r.Headers().Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
-		data: r.Data(),
+	s.dispatch(op, &nats.Msg{Subject: r.Subject(), Reply: reply, Data: r.Data(), Header: nats.Header(r.Headers())}, handle, false)
+}
+
+// forwarded serves a request another agent forwarded to this one, as its
+// namespace's owner, and answers pings.
+func (s *Service) forwarded(m *nats.Msg) {
+	if m.Reply == "" {
+		return
 	}
-	subject := r.Subject()
+	// _leaseagent.<prefix>.<id>.<op>.<namespace>
+	tokens := strings.Split(strings.TrimPrefix(m.Subject, forwardRoot+"."+s.cfg.Prefix+"."+s.cfg.Ownership.AgentID+"."), ".")
+	if len(tokens) != 2 {
+		return
+	}
+	op := tokens[0]
+	if op == pingOp {
+		_ = m.Respond(nil)
+		return
+	}
+	handle := s.handlers[op]
+	if handle == nil {
+		return
+	}
+	s.dispatch(op, m, handle, true)
+}
+
+// handler serves one operation for a namespace this agent answers for.
+type handler func(context.Context, *actors.Namespace, *request) proto.Message
+
+// dispatch serves a request on its own goroutine: answers it if this agent
+// owns the namespace (taking ownership if nobody has it), or forwards it
+// to the owner unless it was forwarded already.
+func (s *Service) dispatch(op string, m *nats.Msg, handle handler, wasForwarded bool) {
+	req := &request{
+		json: m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+		data: m.Data,
+	}
 	s.inflight.Add(1)
 	start := time.Now()
 	go func() {
@@ -192,16 +318,59 @@ func (s *Service) serve(op string, r micro.Request, handle func(context.Context,
 		defer func() { s.cfg.Metrics.Request(op, time.Since(start)) }()
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
 		defer cancel()
-		var out proto.Message
-		ns, err := namespaceOf(subject, s.cfg.Prefix)
+		ns, err := namespaceOf(m.Subject, s.cfg.Prefix)
 		if err != nil {
-			out = failure(op, err)
-		} else {
-			req.namespace = ns
-			out = handle(ctx, s.cfg.Manager.Namespace(ns), req)
+			s.respond(m.Reply, req.json, failure(op, err))
+			return
 		}
-		s.respond(reply, req.json, out)
+		req.namespace = ns
+		var rt route
+		if s.owners != nil {
+			if rt, err = s.owners.route(ctx, ns); err != nil {
+				s.respond(m.Reply, req.json, failure(op, err))
+				return
+			}
+			if !rt.local {
+				s.forward(ctx, op, m, ns, rt.owner, wasForwarded)
+				return
+			}
+		}
+		out := handle(ctx, s.cfg.Manager.Namespace(ns), req)
+		if s.owners != nil && !s.owners.holds(ns, rt.tenure) {
+			// The answer may come from state another owner has changed.
+			out = failure(op, fmt.Errorf("%w: this agent stopped owning namespace %q while answering; retry", protocol.ErrUnavailable, ns))
+		}
+		s.respond(m.Reply, req.json, out)
 	}()
+}
+
+// forward hands a request to the agent that owns its namespace and relays
+// the answer. If that agent has gone, the caller is told there are no
+// responders, as if it had asked the owner itself, and retries. A request
+// that was forwarded already is not forwarded again: ownership moved while
+// it travelled, and the caller is told to retry.
+func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, ns, owner string, wasForwarded bool) {
+	json := m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON
+	if wasForwarded {
+		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner)))
+		return
+	}
+	answer, err := s.cfg.Conn.RequestMsgWithContext(ctx, &nats.Msg{
+		Subject: forwardSubject(s.cfg.Prefix, owner, op, natskv.EscapeName(ns)),
+		Header:  m.Header,
+		Data:    m.Data,
+	})
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		// The owner has gone: it received nothing, so any call may retry.
+		answer = &nats.Msg{Header: nats.Header{"Status": []string{"503"}}}
+	case err != nil:
+		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: forward to agent %q, which owns namespace %q: %w", protocol.ErrUnavailable, owner, ns, err)))
+		return
+	}
+	if err := s.cfg.Conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: answer.Header, Data: answer.Data}); err != nil {
+		s.cfg.Logger.Warn("send reply", "error", err)
+	}
 }
 
 // unknown answers requests for operations that do not exist.
@@ -253,6 +422,9 @@ func namespaceOf(subject, prefix string) (string, error) {
 	}
 	if err := natskv.CheckName("namespace", ns); err != nil {
 		return "", fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	}
+	if ns == OwnersNamespace {
+		return "", fmt.Errorf("%w: namespace %q is reserved for the agents' ownership leases", protocol.ErrInvalidArgument, ns)
 	}
 	return ns, nil
 }

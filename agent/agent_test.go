@@ -75,6 +75,7 @@ func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
 		{"negative duration", "lease.claim.ns", claimBody(t, "l", "h", -time.Second), "duration"},
 		{"absurd duration", "lease.claim.ns", claimBody(t, "l", "h", 1000*time.Hour), "duration"},
 		{"bad namespace escape", "lease.claim.a=ZZ", claimBody(t, "l", "h", time.Minute), "namespace"},
+		{"reserved namespace", "lease.claim._owners", claimBody(t, "l", "h", time.Minute), "reserved"},
 		{"check of invalid lease", "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "#", Holder: "h"}), "lease name"},
 		{"release by empty holder", "lease.release.ns", marshal(t, &messages.ReleaseRequest{Lease: "l"}), "holder name"},
 		{"state of empty lease", "lease.state.ns", nil, "lease name"},

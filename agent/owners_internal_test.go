@@ -1,0 +1,69 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/clock/clocktest"
+	"github.com/leaseagent/lease/embedded"
+)
+
+// An owner that has not renewed stops answering at Duration*(1-drift)
+// after its last successful write began, and unloads the namespace, so it
+// cannot answer from state a new owner may change.
+func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Clock: clk, MaxSleep: time.Hour, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+	// No run loop: nothing renews.
+	o, err := newOwners(Ownership{AgentID: "a", Duration: 10 * time.Second, ClockDriftRate: 0.01}, mgr, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r, err := o.route(ctx, "ns")
+	if err != nil || !r.local {
+		t.Fatalf("route of a free namespace = %+v, %v; want this agent", r, err)
+	}
+	if _, err := mgr.Namespace("ns").Leases(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	clk.Advance(9900*time.Millisecond - time.Nanosecond)
+	if !o.holds("ns", r.tenure) {
+		t.Fatal("the owner stopped answering before Duration*(1-drift)")
+	}
+	clk.Advance(time.Nanosecond)
+	if o.holds("ns", r.tenure) {
+		t.Fatal("the owner still answers at Duration*(1-drift) without having renewed")
+	}
+	o.dropLapsed(ctx)
+	if mgr.Serving("ns") {
+		t.Fatal("the namespace's actor still runs after the ownership lapsed")
+	}
+	// Nobody else took it: the agent takes it back, as a new tenure.
+	r2, err := o.route(ctx, "ns")
+	if err != nil || !r2.local || r2.tenure == r.tenure {
+		t.Fatalf("route after the lapse = %+v, %v; want this agent in a new tenure", r2, err)
+	}
+}

@@ -1,0 +1,237 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/agent"
+	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/clock/clocktest"
+	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// ownershipDuration is the agents' ownership lease in these tests; their
+// fake clock moves only when a test says.
+const ownershipDuration = 10 * time.Second
+
+// sharedAgent is one of several agents sharing a bucket.
+type sharedAgent struct {
+	id  string
+	nc  *nats.Conn
+	mgr *actors.Manager
+	svc *agent.Service
+}
+
+// startServer starts an embedded NATS server for several agents.
+func startServer(t *testing.T) *embedded.Server {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// startShared starts an agent with ownership on srv, on clock clk.
+func startShared(t *testing.T, srv *embedded.Server, clk *clocktest.Fake, id string) *sharedAgent {
+	t.Helper()
+	nc := connect(t, srv)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("agent", id)
+	}
+	mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Clock: clk, MaxSleep: time.Hour, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{
+		Conn: nc, Manager: mgr, Logger: log,
+		Ownership: &agent.Ownership{AgentID: id, Duration: ownershipDuration},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	return &sharedAgent{id: id, nc: nc, mgr: mgr, svc: svc}
+}
+
+// connect opens a connection to srv, closed when the test ends.
+func connect(t *testing.T, srv *embedded.Server) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// newNamespace returns a client of namespace ns on its own connection.
+func newNamespace(t *testing.T, srv *embedded.Server, ns string) *client.Namespace {
+	t.Helper()
+	c, err := client.New(connect(t, srv), client.WithRetry(5*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Namespace(ns)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestOneAgentAnswersForANamespaceWhicheverReceivesTheRequest(t *testing.T) {
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	b := startShared(t, srv, clk, "b")
+	n := newNamespace(t, srv, "ns")
+	ctx := ctxT(t)
+
+	// The queue group spreads requests over both agents at random: over
+	// 40 requests both receive some, and the one that does not own the
+	// namespace forwards them.
+	if err := n.ClaimContext(ctx, "l", "h1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if err := n.ClaimContext(ctx, "l", "h2", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+			t.Fatalf("claim %d by another holder = %v, want ErrClaimDenied", i, err)
+		}
+		if err := n.Token("l", "h1").Check(nil); err != nil {
+			t.Fatalf("check %d of the holder: %v", i, err)
+		}
+	}
+	owners := append(a.svc.Owned(), b.svc.Owned()...)
+	if !slices.Equal(owners, []string{"ns"}) {
+		t.Fatalf("agents a and b own %v and %v, want ns owned by exactly one", a.svc.Owned(), b.svc.Owned())
+	}
+	if a.mgr.Serving("ns") == b.mgr.Serving("ns") {
+		t.Fatalf("ns served by a: %v, by b: %v; want exactly one", a.mgr.Serving("ns"), b.mgr.Serving("ns"))
+	}
+}
+
+func TestAnAgentThatStopsHandsItsNamespacesOverAtOnce(t *testing.T) {
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	n := newNamespace(t, srv, "ns")
+	ctx := ctxT(t)
+	if err := n.ClaimContext(ctx, "l", "h1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var before natskv.Fence
+	if err := n.Token("l", "h1").(*client.Token).CheckContext(ctx, &before); err != nil {
+		t.Fatal(err)
+	}
+	b := startShared(t, srv, clk, "b")
+	if err := a.svc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The clock has not moved: b can only serve ns because a gave it up.
+	var after natskv.Fence
+	if err := n.Token("l", "h1").(*client.Token).CheckContext(ctx, &after); err != nil {
+		t.Fatalf("check through b after a stopped: %v", err)
+	}
+	if after.Revision != before.Revision {
+		t.Fatalf("fencing token %d after the handover, want %d", after.Revision, before.Revision)
+	}
+	if got := b.svc.Owned(); !slices.Equal(got, []string{"ns"}) {
+		t.Fatalf("b owns %v, want [ns]", got)
+	}
+}
+
+func TestADeadOwnersNamespaceIsTakenOverOnlyWhenItsOwnershipExpires(t *testing.T) {
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	n := newNamespace(t, srv, "ns")
+	ctx := ctxT(t)
+	if err := n.ClaimContext(ctx, "l", "h1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	b := startShared(t, srv, clk, "b")
+	// b has seen a's ownership by now: it forwards to a.
+	if err := n.Token("l", "h1").Check(nil); err != nil {
+		t.Fatal(err)
+	}
+	a.nc.Close() // a dies: it can neither answer nor renew
+
+	// Until a's ownership has expired by b's clock (Duration plus the
+	// drift margin after b first saw it), b forwards to a, and nobody
+	// answers.
+	clk.Advance(ownershipDuration)
+	_, err := connect(t, srv).Request(protocol.RequestSubject(protocol.DefaultPrefix, protocol.OpState, "ns"),
+		marshal(t, &messages.StateRequest{Lease: "l"}), patience)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request while a's ownership lasts = %v, want no responders", err)
+	}
+	if got := b.svc.Owned(); len(got) != 0 {
+		t.Fatalf("b owns %v before a's ownership expired", got)
+	}
+	clk.Advance(ownershipDuration / 50)
+	if err := n.Token("l", "h1").Check(nil); err != nil {
+		t.Fatalf("check through b once a's ownership expired: %v", err)
+	}
+	if got := b.svc.Owned(); !slices.Equal(got, []string{"ns"}) {
+		t.Fatalf("b owns %v, want [ns]", got)
+	}
+	// The new owner treats the lease by the clock rule: held for its whole
+	// duration from when b first saw it, so h1 is not cut short.
+	if err := n.ClaimContext(ctx, "l", "h2", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+		t.Fatalf("claim by another holder after the takeover = %v, want ErrClaimDenied", err)
+	}
+}
+
+func TestAnAgentIDCanRunOnlyOnce(t *testing.T) {
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	_, err := agent.Start(agent.Config{Conn: a.nc, Manager: a.mgr, Ownership: &agent.Ownership{AgentID: "a"}})
+	if err == nil || !strings.Contains(err.Error(), `another agent already runs as "a"`) {
+		t.Fatalf("second agent with ID a: %v, want an error saying the ID is taken", err)
+	}
+}
+
+func TestOwnershipConfigNamesTheBadField(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  agent.Ownership
+		want string
+	}{
+		{"empty agent ID", agent.Ownership{}, "AgentID"},
+		{"agent ID with a dot", agent.Ownership{AgentID: "host.example"}, "AgentID"},
+		{"negative duration", agent.Ownership{AgentID: "a", Duration: -time.Second}, "Duration"},
+		{"renew too slow", agent.Ownership{AgentID: "a", Duration: 10 * time.Second, Renew: 5 * time.Second}, "Renew"},
+		{"drift too large", agent.Ownership{AgentID: "a", ClockDriftRate: 0.5}, "ClockDriftRate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+	if err := (agent.Ownership{AgentID: "host-1_a"}).Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+}
