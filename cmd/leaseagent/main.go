@@ -15,6 +15,12 @@
 // exits 0; a second signal ends it at once. With --nats-url it uses that NATS
 // server (which must have JetStream) instead of starting one, creating the
 // bucket if it is missing; --listen and --data-dir cannot be combined with it.
+// With --cluster-name, --cluster-listen and --routes the embedded server
+// joins a NATS cluster of leaseagents (each with its own embedded server)
+// and the bucket can be created with --replicas 3; the ready line then ends
+// with the server's name, the cluster's and the route URL:
+//
+//	leaseagent listening on nats://127.0.0.1:4222 (embedded, data in d, server n1 in cluster c, routes on nats-route://10.0.0.1:6222)
 //
 // The other subcommands reach a running agent over NATS:
 //
@@ -64,6 +70,29 @@
 //	--metrics-listen HOST:PORT
 //	                        serve Prometheus /metrics, /healthz and /readyz there
 //	                        (off by default; 127.0.0.1:9464 is usual)
+//	--server-name NAME      name of the embedded NATS server, unique in its cluster
+//	                        and kept across restarts (default: the host name when
+//	                        clustering, else leaseagent)
+//	--start-timeout DURATION
+//	                        how long serve waits at startup for its store (default:
+//	                        --timeout, or 2m when clustering)
+//
+// Flags of serve for clustered embedded mode (all three of the first ones turn
+// it on; not with --nats-url; see docs/operations.md):
+//
+//	--cluster-name NAME     the NATS cluster to join, the same on every node
+//	--cluster-listen HOST:PORT
+//	                        the embedded server's route listener (port 0 picks a free port)
+//	--routes URL,...        nats-route://host:port of the cluster's nodes, best the
+//	                        same full list on every node, its own included
+//	--cluster-user USER, --cluster-password PASSWORD
+//	                        credentials every route must present (the same on every node)
+//
+// --replicas above 1 needs a cluster (or --nats-url). While the cluster
+// forms, serve retries creating or binding the bucket, logging "waiting for
+// the JetStream cluster" every few seconds, until --start-timeout. When the
+// route listener is on an address other than loopback without
+// --cluster-user, serve logs a warning.
 //
 // Flags of serve for the embedded server's security (not with --nats-url;
 // see docs/security.md):
@@ -400,10 +429,11 @@ type app struct {
 	maxNamespaces int
 	idleTimeout   time.Duration
 
-	// The config file (config.go) and the authentication and TLS flags
-	// not above (security.go).
+	// The config file (config.go), the authentication and TLS flags
+	// not above (security.go) and the cluster flags (cluster.go).
 	fileState
 	securityFlags
+	clusterFlags
 }
 
 // Defaults of the flags.

@@ -33,6 +33,9 @@ func newServeCommand(a *app) *cobra.Command {
 			"By default it starts an embedded NATS server with JetStream on --listen, keeping its\n" +
 			"data in --data-dir and fsyncing every write before acknowledging it. With --nats-url\n" +
 			"it uses that server instead (it must have JetStream; the bucket is created if missing).\n" +
+			"With --cluster-name, --cluster-listen and --routes the embedded server joins a NATS\n" +
+			"cluster of leaseagents, and the bucket can be created with --replicas 3; serve then\n" +
+			"waits up to --start-timeout (default 2m) for the JetStream cluster to form.\n" +
 			"When ready it prints one line to stdout saying where it listens; logs go to stderr.",
 		Args: exactArgs(),
 		RunE: a.runServe,
@@ -53,6 +56,7 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.idleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "how long a namespace with no leases and no waiters keeps its memory")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 	a.addServeSecurityFlags(fs)
+	a.addClusterFlags(fs)
 }
 
 // serveConfig is what serve runs, read from the flags.
@@ -66,13 +70,18 @@ type serveConfig struct {
 	Port    int // embedded.RandomPort for a free port
 	DataDir string
 
+	// ServerName is the embedded server's name; empty: the default.
+	// Cluster, if enabled, joins it to a NATS cluster.
+	ServerName string
+	Cluster    embedded.Cluster
+
 	Bucket        string
 	Replicas      int
 	Prefix        string
 	MaxDuration   time.Duration
 	MaxNamespaces int
 	IdleTimeout   time.Duration
-	StartTimeout  time.Duration
+	StartTimeout  time.Duration // bounds the lease manager's start (in a cluster, the wait for it to form)
 
 	// MetricsListen is where /metrics, /healthz and /readyz are served;
 	// empty: nowhere.
@@ -108,7 +117,6 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		MaxDuration:   a.maxDuration,
 		MaxNamespaces: a.maxNamespaces,
 		IdleTimeout:   a.idleTimeout,
-		StartTimeout:  a.timeout,
 		MetricsListen: a.metricsListen,
 	}
 	switch {
@@ -126,6 +134,9 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
 	}
 	if err := a.securityConfig(cmd, &cfg); err != nil {
+		return cfg, err
+	}
+	if err := a.clusterConfig(cmd, &cfg); err != nil {
 		return cfg, err
 	}
 	if fs.Changed("nats-url") {
@@ -197,13 +208,16 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		where = fmt.Sprintf("%s (external, bucket %s)", r.nc.ConnectedUrlRedacted(), cfg.Bucket)
 	} else {
 		warnIfExposed(logger, cfg)
+		warnIfClusterExposed(logger, cfg)
 		r.srv, err = embedded.Start(embedded.Config{
+			Name:    cfg.ServerName,
 			Host:    cfg.Host,
 			Port:    cfg.Port,
 			DataDir: cfg.DataDir,
 			Logger:  slog.New(noticesAsDebug{logger.Handler()}).With("component", "nats-server"),
 			Auth:    cfg.Auth,
 			TLS:     cfg.TLS,
+			Cluster: cfg.Cluster,
 		})
 		if err != nil {
 			return err
@@ -211,7 +225,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		if r.nc, err = r.srv.Connect(append(cfg.AgentOptions, nats.Name("leaseagent"))...); err != nil {
 			return errors.Join(fmt.Errorf("connect to the embedded server: %w", err), r.stop(logger))
 		}
-		where = fmt.Sprintf("%s (embedded, data in %s)", r.srv.ClientURL(), cfg.DataDir)
+		where = fmt.Sprintf("%s (embedded, data in %s%s)", r.srv.ClientURL(), cfg.DataDir, clusterSuffix(cfg, r.srv))
 	}
 
 	var m *metrics.Metrics
@@ -223,8 +237,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		logger.Info("serving metrics", "addr", r.metrics.Addr().String())
 	}
 
-	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
-	r.mgr, err = actors.New(startCtx, actors.Config{
+	r.mgr, err = startManager(ctx, cfg, r.srv, actors.Config{
 		Metrics:       m,
 		Conn:          r.nc,
 		Bucket:        cfg.Bucket,
@@ -235,8 +248,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		IdleTimeout:   cfg.IdleTimeout,
 		Logger:        logger.With("component", "actors"),
 		Policy:        cfg.Policy,
-	})
-	cancel()
+	}, logger)
 	if err != nil {
 		stopErr := r.stop(logger)
 		if ctx.Err() != nil && stopErr == nil {
