@@ -44,6 +44,14 @@ import (
 // ServiceName is the micro service's name, and its queue group.
 const ServiceName = "leaseagent"
 
+// Keys of the micro service's metadata, which `nats micro info` and
+// `leaseagent status` show: the subject prefix, and the agent's ID if it
+// shares its bucket (Ownership).
+const (
+	MetadataPrefix  = "prefix"
+	MetadataAgentID = "agent_id"
+)
+
 // Config configures a Service.
 type Config struct {
 	// Conn is the connection requests arrive on; required.
@@ -124,12 +132,17 @@ func Start(cfg Config) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel}
-	svc, err := micro.AddService(cfg.Conn, micro.Config{
+	mc := micro.Config{
 		Name:        ServiceName,
 		Version:     cfg.Version,
 		Description: "distributed leases",
 		QueueGroup:  ServiceName,
-	})
+		Metadata:    map[string]string{MetadataPrefix: cfg.Prefix},
+	}
+	if cfg.Ownership != nil {
+		mc.Metadata[MetadataAgentID] = cfg.Ownership.AgentID
+	}
+	svc, err := micro.AddService(cfg.Conn, mc)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("agent: add service: %w", err)

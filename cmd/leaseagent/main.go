@@ -434,6 +434,7 @@ type app struct {
 	fileState
 	securityFlags
 	clusterFlags
+	ownershipFlags
 }
 
 // Defaults of the flags.

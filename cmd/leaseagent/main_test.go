@@ -23,6 +23,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/protocol"
@@ -382,6 +383,7 @@ func TestServeInProcess(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Bucket, cfg.Replicas, cfg.Prefix = "leases", 1, "lease"
 			cfg.MaxDuration, cfg.StartTimeout = time.Hour, waitLimit
+			cfg.Ownership = agent.Ownership{AgentID: "in-process"}
 			var logs syncBuffer
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			ctx, cancel := context.WithCancel(context.Background())

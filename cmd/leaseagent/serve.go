@@ -57,10 +57,15 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 	a.addServeSecurityFlags(fs)
 	a.addClusterFlags(fs)
+	a.addOwnershipFlags(fs)
 }
 
 // serveConfig is what serve runs, read from the flags.
 type serveConfig struct {
+	// Ownership says how this agent shares the bucket's namespaces with
+	// the other agents on it.
+	Ownership agent.Ownership
+
 	// External NATS server: URL and connection options. Empty URL: embedded.
 	NATSURL     string
 	NATSOptions []nats.Option
@@ -148,7 +153,7 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 			return cfg, err
 		}
 		cfg.NATSURL, cfg.NATSOptions = a.natsURL, opts
-		return cfg, nil
+		return cfg, a.ownershipConfig(cmd, &cfg)
 	}
 	if a.dataDir == "" {
 		return cfg, usagef(cmd, "--data-dir must not be empty")
@@ -158,7 +163,7 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--listen: %v", err)
 	}
 	cfg.Host, cfg.Port = host, port
-	return cfg, nil
+	return cfg, a.ownershipConfig(cmd, &cfg)
 }
 
 // splitListen parses host:port for the embedded server. An empty host means
@@ -258,12 +263,13 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		return errors.Join(fmt.Errorf("start the lease manager: %w", err), stopErr)
 	}
 	r.svc, err = agent.Start(agent.Config{
-		Conn:    r.nc,
-		Manager: r.mgr,
-		Prefix:  cfg.Prefix,
-		Version: version,
-		Logger:  logger.With("component", "agent"),
-		Metrics: m,
+		Conn:      r.nc,
+		Manager:   r.mgr,
+		Prefix:    cfg.Prefix,
+		Version:   version,
+		Logger:    logger.With("component", "agent"),
+		Metrics:   m,
+		Ownership: &cfg.Ownership,
 	})
 	if err != nil {
 		return errors.Join(fmt.Errorf("start the agent service: %w", err), r.stop(logger))
