@@ -22,8 +22,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/leaseagent/lease"
-	"github.com/leaseagent/lease/client"
 	"github.com/leaseagent/lease/agent"
+	"github.com/leaseagent/lease/client"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/protocol"
