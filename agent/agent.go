@@ -12,6 +12,42 @@
 // one message at a time and a waiting handler would serialise the service.
 // Micro's statistics therefore count requests, not their outcomes.
 //
+// # Several agents on one bucket
+//
+// With Config.Ownership set, agents that share a bucket share its
+// namespaces: each namespace is served by one agent at a time, its owner,
+// and the others forward its requests to the owner, which answers the
+// caller through them. Ownership is itself a lease, in the reserved
+// namespace OwnersNamespace, held by the owner's agent ID and renewed
+// every Ownership.Renew; the first agent to receive a request for a
+// namespace nobody owns takes it. Guarantees, assuming agents' clocks run
+// at rates that differ by less than Ownership.ClockDriftRate:
+//
+//   - At most one agent answers for a namespace at any moment. An owner
+//     answers only until its last successful renewal began plus
+//     Duration*(1-ClockDriftRate), checked before and after each request;
+//     once that passes without a renewal, it unloads the namespace. Another
+//     agent takes the namespace only after the ownership lease has expired
+//     by the clock rule, Duration*(1+ClockDriftRate) after it first saw the
+//     lease's latest revision.
+//   - A new owner loads the namespace from the store and treats every
+//     lease in it by the clock rule, so a takeover never shortens a
+//     holder's guarantee. Store writes stay revision-checked: a write the
+//     old owner had in flight cannot overwrite the new owner's.
+//   - When an owner dies, another agent takes its namespaces over within
+//     Duration*(1+ClockDriftRate) plus Renew (how late it may see the last
+//     renewal) plus a write, even if no request comes: their leases must
+//     still expire and their waiters wake.
+//     Meanwhile requests for them get "no responders" and callers retry.
+//   - An agent that stops (Service.Stop) releases its ownerships at once.
+//   - Agent IDs must be unique among live agents: Start refuses to start
+//     when another agent answers to its ID.
+//
+// Limits: a request that reached the owner just before its ownership ran
+// out is answered "unavailable" and may have taken effect; callers retry
+// (package client does). An agent that has lost its ownership may still
+// publish an expiry event for a lease it rightly expired.
+//
 // Bad input (an empty or malformed body, unknown fields, invalid or
 // over-long names, a missing, non-positive or too long duration, anything
 // the Manager's policy refuses) gets a CODE_INVALID_ARGUMENT reply whose

@@ -280,14 +280,20 @@ func (o *owners) run(ctx context.Context) {
 	}
 }
 
-// sleep waits until the next round, or until the earliest tenure runs out
-// if that is sooner, and reports whether ctx is still going.
+// sleep waits until the next round, or until the earliest of this agent's
+// tenures runs out or another agent's ownership lease expires, if that is
+// sooner, and reports whether ctx is still going.
 func (o *owners) sleep(ctx context.Context) bool {
 	d := o.cfg.Renew
-	now := o.clock.Now()
 	o.mu.Lock()
+	now := o.clock.Now()
 	for _, t := range o.owned {
 		d = min(d, max(0, t.until.Sub(now)))
+	}
+	for _, info := range o.store.Leases() {
+		if info.Holder != o.cfg.AgentID && info.Expiry.After(now) {
+			d = min(d, info.Expiry.Sub(now))
+		}
 	}
 	o.mu.Unlock()
 	wake := make(chan struct{})
