@@ -139,18 +139,102 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
 	}
+	return newBucket(cfg, kv, stream), nil
+}
+
+// BindBucket binds the existing bucket named in cfg, to read it: unlike
+// OpenBucket it neither creates the bucket nor changes its configuration
+// (cfg.Replicas and cfg.Storage are ignored), so it needs no permission to
+// manage streams. If there is no such bucket it returns an error wrapping
+// jetstream.ErrBucketNotFound.
+//
+// A bucket created by OpenBucket answers reads from its stream's leader. One
+// created otherwise may let followers answer direct gets: decide nothing
+// about safety from a Client on such a Bucket (its writes are still
+// revision-checked).
+func BindBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Name == "" {
+		cfg.Name = DefaultBucket
+	}
+	if cfg.ConflictRetries == 0 {
+		cfg.ConflictRetries = 5
+	}
+	kv, err := cfg.JetStream.KeyValue(ctx, cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
+	}
+	stream, err := cfg.JetStream.Stream(ctx, "KV_"+cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Deleted between the two look-ups.
+		err = jetstream.ErrBucketNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
+	}
+	return newBucket(cfg, kv, stream), nil
+}
+
+// newBucket returns the Bucket of cfg (defaults filled in), bound to kv and
+// its stream.
+func newBucket(cfg BucketConfig, kv jetstream.KeyValue, stream jetstream.Stream) *Bucket {
 	return &Bucket{
 		name:     cfg.Name,
-		js:       js,
+		js:       cfg.JetStream,
 		kv:       kv,
 		stream:   stream,
 		prefix:   "$KV." + cfg.Name + ".",
 		attempts: cfg.ConflictRetries + 1,
-	}, nil
+	}
 }
 
 // Name returns the bucket's name.
 func (b *Bucket) Name() string { return b.name }
+
+// StreamInfo returns the current information of the bucket's stream, from
+// its leader: its configuration (replicas), its state and, on a cluster,
+// its leader and replicas.
+func (b *Bucket) StreamInfo(ctx context.Context) (*jetstream.StreamInfo, error) {
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("natskv: bucket %q: stream info: %w", b.name, err)
+	}
+	return info, nil
+}
+
+// CountHeld returns how many leases each namespace of the bucket holds, by
+// namespace name, in one pass over the bucket that reads keys and headers
+// only: the keys whose latest record is a lease rather than a delete
+// marker. A lease counts until an agent deletes it, which it does as soon as
+// it expires while its namespace has an owner. Keys that are not lease keys
+// (anything other than namespace.lease in the escaped form) are skipped.
+func (b *Bucket) CountHeld(ctx context.Context) (map[string]int, error) {
+	entries, err := b.load(ctx, ">", jetstream.MetaOnly())
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int)
+	for _, e := range entries {
+		if e.deleted {
+			continue
+		}
+		escaped, rest, ok := strings.Cut(e.key, ".")
+		if !ok || rest == "" || strings.Contains(rest, ".") {
+			continue
+		}
+		ns, err := UnescapeName(escaped)
+		if err != nil {
+			continue
+		}
+		if _, err := UnescapeName(rest); err != nil {
+			continue
+		}
+		counts[ns]++
+	}
+	return counts, nil
+}
 
 // entry is one key's latest state in the bucket.
 type entry struct {
@@ -236,9 +320,10 @@ func (b *Bucket) lastRevision(ctx context.Context) (uint64, error) {
 }
 
 // load reads the latest state of every key that matches filter, in one pass
-// over the bucket: deleted keys are included, as their delete markers.
-func (b *Bucket) load(ctx context.Context, filter string) ([]entry, error) {
-	w, err := b.kv.Watch(ctx, filter)
+// over the bucket: deleted keys are included, as their delete markers;
+// opts are more options of the watch it reads with.
+func (b *Bucket) load(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]entry, error) {
+	w, err := b.kv.Watch(ctx, filter, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natskv: watch %s: %w", filter, err)
 	}

@@ -32,6 +32,8 @@
 //	leaseagent watch [NS]                      print claimed and expired events as they happen
 //	leaseagent hold NS LEASE HOLDER DURATION -- CMD [ARGS...]
 //	                                           run CMD while holding LEASE; exit with its status
+//	leaseagent status [--json]                 show the NATS nodes, the agents, the namespaces'
+//	                                           owners and lease counts (see docs/operations.md)
 //	leaseagent version                         print the version
 //
 // # Flags and environment
@@ -139,6 +141,15 @@
 //
 //	2026-01-02T03:04:05Z claimed ns/lease holder=h revision=12 duration=1m0s
 //	2026-01-02T03:05:05Z expired ns/lease holder=h revision=12
+//
+// status prints the NATS server it reached, the bucket's stream (replicas
+// and leader), and tables of the stream's nodes (NODE, ROLE, CURRENT,
+// ACTIVE, LAG), of the agents that answered discovery (AGENT, VERSION,
+// INSTANCE, OWNS) and of the namespaces (NAMESPACE, OWNER, LEASES); with
+// --json, the same as one JSON object. Its own flags are --bucket (default
+// leases; it never creates the bucket), --json and --discovery-wait (how long
+// it collects the agents' answers, default 500ms). docs/operations.md
+// explains the columns.
 //
 // Errors go to standard error as one line, "leaseagent: <message>".
 //
@@ -296,6 +307,7 @@ func newRootCommand(a *app) *cobra.Command {
 		newWaitCommand(a),
 		newWatchCommand(a),
 		newHoldCommand(a),
+		newStatusCommand(a),
 		newVersionCommand(a),
 	)
 	return root
@@ -435,6 +447,7 @@ type app struct {
 	securityFlags
 	clusterFlags
 	ownershipFlags
+	statusFlags
 }
 
 // Defaults of the flags.
