@@ -168,6 +168,21 @@ func Start(cfg Config) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel}
+	s.handlers = map[string]handler{
+		protocol.OpClaim:   s.claim,
+		protocol.OpCheck:   s.check,
+		protocol.OpList:    s.list,
+		protocol.OpRelease: s.release,
+		protocol.OpState:   s.state,
+	}
+	// Ownership first: a request taken before it is in place would be
+	// answered without asking who owns its namespace.
+	if cfg.Ownership != nil {
+		if err := s.startOwnership(); err != nil {
+			_ = s.Stop()
+			return nil, err
+		}
+	}
 	mc := micro.Config{
 		Name:        ServiceName,
 		Version:     cfg.Version,
@@ -180,17 +195,10 @@ func Start(cfg Config) (*Service, error) {
 	}
 	svc, err := micro.AddService(cfg.Conn, mc)
 	if err != nil {
-		cancel()
+		_ = s.Stop()
 		return nil, fmt.Errorf("agent: add service: %w", err)
 	}
 	s.svc = svc
-	s.handlers = map[string]handler{
-		protocol.OpClaim:   s.claim,
-		protocol.OpCheck:   s.check,
-		protocol.OpList:    s.list,
-		protocol.OpRelease: s.release,
-		protocol.OpState:   s.state,
-	}
 	for _, op := range protocol.Operations {
 		handle := s.handlers[op]
 		err := svc.AddEndpoint(op, micro.HandlerFunc(func(r micro.Request) { s.serve(op, r, handle) }),
@@ -206,12 +214,6 @@ func Start(cfg Config) (*Service, error) {
 	if err != nil {
 		_ = s.Stop()
 		return nil, fmt.Errorf("agent: subscribe %s.>: %w", cfg.Prefix, err)
-	}
-	if cfg.Ownership != nil {
-		if err := s.startOwnership(); err != nil {
-			_ = s.Stop()
-			return nil, err
-		}
 	}
 	// Once Start returns, the server knows every subscription: requests
 	// sent from then on find the service.
@@ -284,7 +286,9 @@ func (s *Service) Stop() error {
 		if s.toMe != nil {
 			errs = append(errs, s.toMe.Drain())
 		}
-		errs = append(errs, s.svc.Stop())
+		if s.svc != nil {
+			errs = append(errs, s.svc.Stop())
+		}
 		s.inflight.Wait()
 		s.cancel()
 		if s.stopOwn != nil {

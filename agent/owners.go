@@ -205,8 +205,10 @@ func (o *owners) prepare(ns, holder string, held bool) (*natskv.Write, error) {
 	switch {
 	case held && holder == o.cfg.AgentID:
 		// Ours, but lapsed (or left by an earlier run of this agent):
-		// a write at its revision takes it back if nobody else has.
-		return o.store.PrepareExtend(ns, req)
+		// a write at its revision takes it back if nobody else has. It
+		// must write: other agents saw the old revision and may take
+		// the namespace when it expires by their clocks.
+		return o.store.PrepareRenew(ns, req)
 	case held:
 		return o.store.PrepareExpire(ns)
 	default:
@@ -370,7 +372,8 @@ func (o *owners) renewOne(ctx context.Context, ns string, roundStart time.Time) 
 		delete(o.owned, ns)
 		w, err = o.store.PrepareRelease(ns, o.cfg.AgentID)
 	} else {
-		w, err = o.store.PrepareExtend(ns, lease.Request{Holder: o.cfg.AgentID, Duration: o.cfg.Duration})
+		// Always a new revision: that is what tells the others we live.
+		w, err = o.store.PrepareRenew(ns, lease.Request{Holder: o.cfg.AgentID, Duration: o.cfg.Duration})
 	}
 	if err != nil {
 		delete(o.owned, ns)

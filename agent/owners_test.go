@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/actors"
@@ -233,5 +234,48 @@ func TestOwnershipConfigNamesTheBadField(t *testing.T) {
 	}
 	if err := (agent.Ownership{AgentID: "host-1_a"}).Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
+	}
+}
+
+// ownershipRevision returns the revision of namespace ns's ownership lease.
+func ownershipRevision(t *testing.T, srv *embedded.Server, ns string) uint64 {
+	t.Helper()
+	js, err := jetstream.New(connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctxT(t), natskv.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctxT(t), agent.OwnersNamespace+"."+natskv.EscapeName(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.Revision()
+}
+
+// An agent restarted under its ID takes back what it owned at once, and
+// must write to do so: the other agents saw the old revision, and would
+// take the namespace when that expires by their clocks.
+func TestAnAgentRestartedUnderItsIDTakesItsNamespacesBackByWriting(t *testing.T) {
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	n := newNamespace(t, srv, "ns")
+	if err := n.ClaimContext(ctxT(t), "l", "h", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before := ownershipRevision(t, srv, "ns")
+	a.nc.Close() // a crashes without releasing anything
+	again := startShared(t, srv, clk, "a")
+	if err := n.Token("l", "h").Check(nil); err != nil {
+		t.Fatalf("check after a came back: %v", err)
+	}
+	if got := again.svc.Owned(); !slices.Equal(got, []string{"ns"}) {
+		t.Fatalf("a owns %v after coming back, want [ns]", got)
+	}
+	if after := ownershipRevision(t, srv, "ns"); after == before {
+		t.Fatalf("a took ns back without writing its ownership (revision still %d)", after)
 	}
 }

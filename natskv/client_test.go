@@ -111,6 +111,35 @@ func TestExtendThatWouldShortenIsNoOp(t *testing.T) {
 	}
 }
 
+// A renewal always makes a new revision, even where an extension would be
+// a no-op: observers restart their clocks only on a new revision.
+func TestRenewAlwaysWrites(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	before := s.lastRevision(t)
+	w, err := c.PrepareRenew("l", req("h", time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.NoOp() {
+		t.Fatal("a renewal that would not move the expiry is a no-op")
+	}
+	w.Run(context.Background())
+	if err := c.Apply(w); err != nil {
+		t.Fatal(err)
+	}
+	if after := s.lastRevision(t); after == before {
+		t.Fatalf("renewal wrote nothing: revision still %d", after)
+	}
+	if f, _ := c.Fence("l"); f != before {
+		t.Fatalf("renewal changed the fencing token to %d, want %d", f, before)
+	}
+}
+
 func TestExtendInvalid(t *testing.T) {
 	tests := []struct {
 		name   string

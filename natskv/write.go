@@ -116,6 +116,21 @@ func (c *Client) PrepareClaim(name string, request lease.Request) (*Write, error
 // expiry later, the Write is a no-op that succeeds. It returns ErrInvalid if
 // the cache says request.Holder does not hold the lease.
 func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, error) {
+	w, err := c.PrepareRenew(name, request)
+	if err != nil {
+		return nil, err
+	}
+	w.noop = !w.start.Add(request.Duration).After(c.known[name].expiry)
+	return w, nil
+}
+
+// PrepareRenew is PrepareExtend without the no-op: the Write always writes,
+// at the cached revision, so it always makes a new revision. Use it when the
+// new revision is the point: another process that watches a lease restarts
+// its expiry clock only when it sees the revision change (the clock rule),
+// so a holder proving it is alive must write, even if its own expiry would
+// not move.
+func (c *Client) PrepareRenew(name string, request lease.Request) (*Write, error) {
 	if err := c.checkArgs(name, &request); err != nil {
 		return nil, err
 	}
@@ -126,12 +141,7 @@ func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, erro
 	case s.holder != request.Holder:
 		return nil, fmt.Errorf("%w: extend %q: held by %q, not %q", lease.ErrInvalid, name, s.holder, request.Holder)
 	}
-	w, err := c.prepareRecord(extendWrite, name, request, s.revision, s.fence)
-	if err != nil {
-		return nil, err
-	}
-	w.noop = !w.start.Add(request.Duration).After(s.expiry)
-	return w, nil
+	return c.prepareRecord(extendWrite, name, request, s.revision, s.fence)
 }
 
 // PrepareExpire prepares the delete of a lease whose expiry has passed on the
