@@ -71,7 +71,7 @@ fuzz:
 # docs/testing.md) for CHAOS_DURATION; CHAOS_SEED=N replays a seed.
 CHAOS_DURATION ?= 10m
 chaos:
-	$(GO) test -race -count=1 -timeout 0 -v -run '^TestChaosLong$$' ./test/chaos -chaos.duration=$(CHAOS_DURATION)
+	$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaosLong|TestClusterChaos)$$' ./test/chaos -chaos.duration=$(CHAOS_DURATION)
 
 clean:
 	rm -rf $(BIN)

@@ -23,7 +23,9 @@ const readyTimeout = 30 * time.Second
 type Agent struct {
 	bin, dataDir string
 	env          []string
+	args         []string // beyond --listen and --data-dir
 	addr         string   // 127.0.0.1:port, kept across restarts
+	natsURL      string   // of an external server, instead of addr and dataDir
 	log          *os.File // stderr of every incarnation, appended
 
 	mu     sync.Mutex
@@ -37,15 +39,14 @@ type agentProc struct {
 	done chan struct{} // closed once the process has exited
 }
 
-// StartAgent starts `bin --listen 127.0.0.1:<free port> --data-dir dataDir`
-// with environment env, its stderr appended to logPath, and waits until it
-// says it serves.
-func StartAgent(bin, dataDir, logPath string, env []string) (*Agent, error) {
-	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+// StartAgent starts `bin --listen 127.0.0.1:<free port> --data-dir dataDir
+// args...` with environment env, its stderr appended to logPath, and waits
+// until it says it serves.
+func StartAgent(bin, dataDir, logPath string, env []string, args ...string) (*Agent, error) {
+	a, err := newAgent(bin, dataDir, logPath, env, args...)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{bin: bin, dataDir: dataDir, env: env, log: log}
 	for attempt := 1; ; attempt++ {
 		if a.addr, err = freeAddr(); err == nil {
 			err = a.start()
@@ -54,11 +55,36 @@ func StartAgent(bin, dataDir, logPath string, env []string) (*Agent, error) {
 			return a, nil
 		}
 		if attempt == 3 || !strings.Contains(a.LogTail(5), "address already in use") {
-			_ = log.Close()
+			_ = a.log.Close()
 			return nil, err
 		}
 		// Someone took the port between freeAddr and the agent: try another.
 	}
+}
+
+// StartExternalAgent starts `bin --nats-url natsURL args...`, an agent on
+// a NATS server it does not run, with environment env and its stderr
+// appended to logPath, and waits until it says it serves.
+func StartExternalAgent(bin, natsURL, logPath string, env []string, args ...string) (*Agent, error) {
+	a, err := newAgent(bin, "", logPath, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	a.natsURL = natsURL
+	if err := a.start(); err != nil {
+		_ = a.log.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// newAgent returns an Agent that has not started, its log open.
+func newAgent(bin, dataDir, logPath string, env []string, args ...string) (*Agent, error) {
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{bin: bin, dataDir: dataDir, env: env, args: args, log: log}, nil
 }
 
 // freeAddr returns an address of 127.0.0.1 that nothing listened on a
@@ -89,7 +115,14 @@ func (a *Agent) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(a.bin, "--listen", a.addr, "--data-dir", a.dataDir)
+	where := []string{"--listen", a.addr, "--data-dir", a.dataDir}
+	// Clustered agents may say more after the data directory.
+	want := fmt.Sprintf("leaseagent listening on nats://%s (embedded, data in %s", a.addr, a.dataDir)
+	if a.natsURL != "" {
+		where = []string{"--nats-url", a.natsURL}
+		want = "leaseagent listening on "
+	}
+	cmd := exec.Command(a.bin, append(where, a.args...)...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = a.env, outW, a.log
 	err = cmd.Start()
 	_ = outW.Close()
@@ -116,12 +149,11 @@ func (a *Agent) start() error {
 		close(p.done)
 	}()
 
-	want := fmt.Sprintf("leaseagent listening on nats://%s (embedded, data in %s)", a.addr, a.dataDir)
 	timeout := time.NewTimer(readyTimeout)
 	defer timeout.Stop()
 	select {
 	case line, ok := <-first:
-		if ok && line == want {
+		if ok && strings.HasPrefix(line, want) {
 			a.proc = p
 			return nil
 		}
@@ -153,6 +185,31 @@ func (a *Agent) Kill() error {
 	kill(a.proc)
 	a.proc = nil
 	return nil
+}
+
+// Stop stops the agent with SIGTERM, as an operator would, and waits until
+// it has exited; it kills it if it takes longer than readyTimeout.
+func (a *Agent) Stop() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.proc == nil {
+		return errors.New("agent not running")
+	}
+	p := a.proc
+	a.proc = nil
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		if !p.cmd.ProcessState.Success() {
+			return fmt.Errorf("agent stopped with %v", p.cmd.ProcessState)
+		}
+		return nil
+	case <-t.C:
+		kill(p)
+		return fmt.Errorf("agent did not stop within %v of SIGTERM; killed", readyTimeout)
+	}
 }
 
 // Restart starts the agent again on the same address and data directory,

@@ -7,6 +7,11 @@
 // claims, extensions, checks with a *natskv.Fence, releases and waits, while
 // a fault loop kills (-9) and restarts the agent, pauses it (SIGSTOP) for
 // longer than a lease lasts, and cuts or delays the clients' connections.
+// Or the same clients run against a Cluster of three clustered `leaseagent`
+// processes, each its own NATS node, connecting to the nodes directly,
+// while the fault loop kills (-9) the namespace's owner, the bucket's
+// stream leader or any node, or pauses the owner for longer than its
+// ownership lasts.
 // A Recorder keeps every operation with its real-time start and end on this
 // process's monotonic clock, its result and its fencing token. Check then
 // looks for the slices of history that break an invariant.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,8 +18,12 @@ import (
 
 // RunConfig says what a run does. Zero fields take the defaults below.
 type RunConfig struct {
-	// Agent is the system under test, already serving.
+	// Agent is the system under test, already serving: one agent, which
+	// clients reach through a Proxy. Either Agent or Cluster is set.
 	Agent *Agent
+	// Cluster is the system under test, already serving: clients connect
+	// to its nodes directly, client i first to node i mod n.
+	Cluster *Cluster
 	// Seed drives every random choice: the operations, their leases and
 	// durations, the think times, the faults. Timing still differs from
 	// run to run, so a seed replays the choices, not the interleaving.
@@ -99,11 +104,13 @@ func (c RunConfig) CheckConfig() Config {
 func Run(ctx context.Context, cfg RunConfig) (History, error) {
 	cfg.defaults()
 	r := &run{cfg: cfg, rec: NewRecorder()}
-	var err error
-	if r.proxy, err = NewProxy(cfg.Agent.Addr()); err != nil {
-		return History{}, err
+	if cfg.Cluster == nil {
+		var err error
+		if r.proxy, err = NewProxy(cfg.Agent.Addr()); err != nil {
+			return History{}, err
+		}
+		defer r.proxy.Close()
 	}
-	defer r.proxy.Close()
 
 	// Clients: the competing holders, then the quiet lease's owner and
 	// watcher.
@@ -170,7 +177,16 @@ func (r *run) newWorker(i int) (*worker, error) {
 	// A request is sent at once or fails: with nats.go's reconnect buffer
 	// on, one sent while disconnected could reach the agent after its call
 	// gave up, which no history can place.
-	nc, err := nats.Connect("nats://"+r.proxy.Addr(),
+	var url string
+	if c := r.cfg.Cluster; c != nil {
+		urls := c.URLs()
+		k := i % len(urls)
+		url = strings.Join(append(urls[k:], urls[:k]...), ",")
+	} else {
+		url = "nats://" + r.proxy.Addr()
+	}
+	nc, err := nats.Connect(url,
+		nats.DontRandomize(),
 		nats.Name(fmt.Sprintf("chaos-%d", i)),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
@@ -179,7 +195,7 @@ func (r *run) newWorker(i int) (*worker, error) {
 		nats.IgnoreDiscoveredServers(),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("client %d: connect through the proxy: %w", i, err)
+		return nil, fmt.Errorf("client %d: connect to %s: %w", i, url, err)
 	}
 	c, err := client.New(nc,
 		client.WithRequestTimeout(requestTimeout),
@@ -382,39 +398,13 @@ func pause(ctx context.Context, d time.Duration) bool {
 // waiters to their bound now and then.
 func (r *run) injectFaults(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 1<<32))
-	between := func(lo, hi time.Duration) time.Duration {
-		return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
-	}
-	for pause(ctx, between(time.Second, 5*time.Second)) {
+	for pause(ctx, randBetween(rng, time.Second, 5*time.Second)) {
 		f := Fault{Start: r.rec.Now()}
 		var err error
-		switch rng.IntN(4) {
-		case 0:
-			f.Kind, f.Linger = "kill", lostRequestLinger
-			err = r.killAndRestart()
-		case 1:
-			// Longer than any lease: every lease expires while the agent
-			// cannot act, and it must notice when it wakes.
-			d := between(r.cfg.MaxLease+200*time.Millisecond, r.cfg.MaxLease+time.Second)
-			f.Kind, f.Detail = "pause", fmt.Sprintf("SIGSTOP for %v", d.Round(time.Millisecond))
-			if err = r.cfg.Agent.Pause(); err == nil {
-				time.Sleep(d) // the fault itself
-				err = r.cfg.Agent.Resume()
-			}
-		case 2:
-			d := between(300*time.Millisecond, 1500*time.Millisecond)
-			f.Kind, f.Detail = "cut", fmt.Sprintf("clients cut off for %v", d.Round(time.Millisecond))
-			f.Linger = lostRequestLinger
-			r.proxy.Cut()
-			time.Sleep(d) // the fault itself
-			r.proxy.Restore()
-		case 3:
-			delay := between(20*time.Millisecond, 200*time.Millisecond).Round(time.Millisecond)
-			d := between(time.Second, 3*time.Second)
-			f.Kind, f.Detail = "delay", fmt.Sprintf("%v each way for %v", delay, d.Round(time.Millisecond))
-			r.proxy.Delay(delay)
-			time.Sleep(d) // the fault itself
-			r.proxy.Delay(0)
+		if r.cfg.Cluster != nil {
+			err = r.clusterFault(ctx, rng, &f)
+		} else {
+			err = r.agentFault(rng, &f)
 		}
 		f.End = r.rec.Now()
 		r.rec.AddFault(f)
@@ -426,9 +416,99 @@ func (r *run) injectFaults(ctx context.Context) error {
 	return nil
 }
 
-// killAndRestart kills the agent with SIGKILL and starts it again on the
-// same data directory and port.
+// agentFault injects one fault into a single agent or its clients'
+// connections, and heals it.
+func (r *run) agentFault(rng *rand.Rand, f *Fault) error {
+	between := func(lo, hi time.Duration) time.Duration { return randBetween(rng, lo, hi) }
+	var err error
+	switch rng.IntN(4) {
+	case 0:
+		f.Kind, f.Linger = "kill", lostRequestLinger
+		err = r.killAndRestart()
+	case 1:
+		// Longer than any lease: every lease expires while the agent
+		// cannot act, and it must notice when it wakes.
+		d := between(r.cfg.MaxLease+200*time.Millisecond, r.cfg.MaxLease+time.Second)
+		f.Kind, f.Detail = "pause", fmt.Sprintf("SIGSTOP for %v", d.Round(time.Millisecond))
+		if err = r.cfg.Agent.Pause(); err == nil {
+			time.Sleep(d) // the fault itself
+			err = r.cfg.Agent.Resume()
+		}
+	case 2:
+		d := between(300*time.Millisecond, 1500*time.Millisecond)
+		f.Kind, f.Detail = "cut", fmt.Sprintf("clients cut off for %v", d.Round(time.Millisecond))
+		f.Linger = lostRequestLinger
+		r.proxy.Cut()
+		time.Sleep(d) // the fault itself
+		r.proxy.Restore()
+	case 3:
+		delay := between(20*time.Millisecond, 200*time.Millisecond).Round(time.Millisecond)
+		d := between(time.Second, 3*time.Second)
+		f.Kind, f.Detail = "delay", fmt.Sprintf("%v each way for %v", delay, d.Round(time.Millisecond))
+		r.proxy.Delay(delay)
+		time.Sleep(d) // the fault itself
+		r.proxy.Delay(0)
+	}
+	return err
+}
+
+// clusterFault injects one fault into a node of the cluster, and heals it:
+// kill -9 the node whose agent owns the namespace, or the node that leads
+// the bucket's stream, or any node; or SIGSTOP the owner for longer than
+// its ownership lasts, so that another agent takes over while it sleeps and
+// it must stop answering when it wakes. Each lingers for an ownership
+// duration beyond the usual: that is how long the namespace may go
+// unserved.
+func (r *run) clusterFault(ctx context.Context, rng *rand.Rand, f *Fault) error {
+	c := r.cfg.Cluster
+	f.Linger = c.OwnershipDuration + lostRequestLinger
+	victim := rng.IntN(len(c.Nodes))
+	var err error
+	kinds := []string{"kill-owner", "kill-leader", "kill-node", "pause-owner"}
+	f.Kind = kinds[rng.IntN(len(kinds))]
+	switch f.Kind {
+	case "kill-owner", "pause-owner":
+		victim, err = c.Owner(ctx, namespace)
+	case "kill-leader":
+		victim, err = c.StreamLeader(ctx)
+	}
+	if err != nil {
+		f.Detail = fmt.Sprintf("(not injected: %v)", err)
+		return nil // no owner yet, or no leader for a moment: skip
+	}
+	node := c.Nodes[victim]
+	if f.Kind == "pause-owner" {
+		d := c.OwnershipDuration + randBetween(rng, 500*time.Millisecond, 1500*time.Millisecond)
+		f.Detail = fmt.Sprintf("node-%d SIGSTOP for %v", victim, d.Round(time.Millisecond))
+		if err := node.Pause(); err != nil {
+			return err
+		}
+		time.Sleep(d) // the fault itself
+		return node.Resume()
+	}
+	down := randBetween(rng, 0, 2*time.Second)
+	f.Detail = fmt.Sprintf("node-%d, restarted after %v", victim, down.Round(time.Millisecond))
+	if err := node.Kill(); err != nil {
+		return err
+	}
+	time.Sleep(down) // the fault itself
+	return node.Restart()
+}
+
+// randBetween returns a random duration in [lo, hi].
+func randBetween(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)+1))
+}
+
+// killAndRestart kills the agent (or every node of the cluster) with
+// SIGKILL and starts it again on the same data directory and ports.
 func (r *run) killAndRestart() error {
+	if c := r.cfg.Cluster; c != nil {
+		if err := c.Each(func(_ int, a *Agent) error { return a.Kill() }); err != nil {
+			return err
+		}
+		return c.Each(func(_ int, a *Agent) error { return a.Restart() })
+	}
 	if err := r.cfg.Agent.Kill(); err != nil {
 		return err
 	}
