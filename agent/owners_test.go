@@ -93,6 +93,21 @@ func newNamespace(t *testing.T, srv *embedded.Server, ns string) *client.Namespa
 	return c.Namespace(ns)
 }
 
+// ownedByA starts a server, a fake clock and agent "a" on them, and has
+// holder h claim lease l of namespace ns for d through a, which so comes
+// to own ns.
+func ownedByA(t *testing.T, h string, d time.Duration) (*embedded.Server, *clocktest.Fake, *sharedAgent, *client.Namespace) {
+	t.Helper()
+	srv := startServer(t)
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	a := startShared(t, srv, clk, "a")
+	n := newNamespace(t, srv, "ns")
+	if err := n.ClaimContext(ctxT(t), "l", h, d); err != nil {
+		t.Fatal(err)
+	}
+	return srv, clk, a, n
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	t.Cleanup(cancel)
@@ -131,14 +146,8 @@ func TestOneAgentAnswersForANamespaceWhicheverReceivesTheRequest(t *testing.T) {
 }
 
 func TestAnAgentThatStopsHandsItsNamespacesOverAtOnce(t *testing.T) {
-	srv := startServer(t)
-	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	a := startShared(t, srv, clk, "a")
-	n := newNamespace(t, srv, "ns")
+	srv, clk, a, n := ownedByA(t, "h1", time.Minute)
 	ctx := ctxT(t)
-	if err := n.ClaimContext(ctx, "l", "h1", time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	var before natskv.Fence
 	if err := n.Token("l", "h1").(*client.Token).CheckContext(ctx, &before); err != nil {
 		t.Fatal(err)
@@ -161,14 +170,8 @@ func TestAnAgentThatStopsHandsItsNamespacesOverAtOnce(t *testing.T) {
 }
 
 func TestADeadOwnersNamespaceIsTakenOverOnlyWhenItsOwnershipExpires(t *testing.T) {
-	srv := startServer(t)
-	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	a := startShared(t, srv, clk, "a")
-	n := newNamespace(t, srv, "ns")
+	srv, clk, a, n := ownedByA(t, "h1", time.Hour)
 	ctx := ctxT(t)
-	if err := n.ClaimContext(ctx, "l", "h1", time.Hour); err != nil {
-		t.Fatal(err)
-	}
 	b := startShared(t, srv, clk, "b")
 	// b has seen a's ownership by now: it forwards to a.
 	if err := n.Token("l", "h1").Check(nil); err != nil {
@@ -259,13 +262,7 @@ func ownershipRevision(t *testing.T, srv *embedded.Server, ns string) uint64 {
 // must write to do so: the other agents saw the old revision, and would
 // take the namespace when that expires by their clocks.
 func TestAnAgentRestartedUnderItsIDTakesItsNamespacesBackByWriting(t *testing.T) {
-	srv := startServer(t)
-	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	a := startShared(t, srv, clk, "a")
-	n := newNamespace(t, srv, "ns")
-	if err := n.ClaimContext(ctxT(t), "l", "h", time.Hour); err != nil {
-		t.Fatal(err)
-	}
+	srv, clk, a, n := ownedByA(t, "h", time.Hour)
 	before := ownershipRevision(t, srv, "ns")
 	a.nc.Close() // a crashes without releasing anything
 	again := startShared(t, srv, clk, "a")

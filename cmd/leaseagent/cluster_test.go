@@ -149,16 +149,7 @@ func TestClusterUsageErrors(t *testing.T) {
 		{with("--start-timeout", "-1s"), "--start-timeout must not be negative"},
 		{[]string{"--server-name", "solo node"}, "--server-name: must not contain white space"},
 	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runCLI(t, nil, tc.args...)
-			if code != exitUsage {
-				t.Errorf("exit code %d, want %d", code, exitUsage)
-			}
-			if stdout != "" {
-				t.Errorf("stdout = %q, want nothing", stdout)
-			}
-			checkErrorLine(t, stderr, tc.want)
-		})
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { requireUsageError(t, tc.want, tc.args...) })
 	}
 }
 

@@ -188,17 +188,22 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--nats-url", "nats://127.0.0.1:1", "--data-dir", "x"}, "cannot be used with --nats-url"},
 		{[]string{"claim", "--tls-cert", "c.pem", "ns", "l", "h", "1s"}, "--tls-cert and --tls-key must be given together"},
 	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runCLI(t, nil, tc.args...)
-			if code != exitUsage {
-				t.Errorf("exit code %d, want %d", code, exitUsage)
-			}
-			if stdout != "" {
-				t.Errorf("stdout = %q, want nothing", stdout)
-			}
-			checkErrorLine(t, stderr, tc.want)
-		})
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { requireUsageError(t, tc.want, tc.args...) })
 	}
+}
+
+// requireUsageError runs the CLI with args and requires a usage error: exit
+// code exitUsage, nothing on stdout, and an error line containing want.
+func requireUsageError(t *testing.T, want string, args ...string) {
+	t.Helper()
+	stdout, stderr, code := runCLI(t, nil, args...)
+	if code != exitUsage {
+		t.Errorf("exit code %d, want %d", code, exitUsage)
+	}
+	if stdout != "" {
+		t.Errorf("stdout = %q, want nothing", stdout)
+	}
+	checkErrorLine(t, stderr, want)
 }
 
 func TestEnvOnCommandLine(t *testing.T) {

@@ -17,16 +17,7 @@ func TestOwnershipUsageErrors(t *testing.T) {
 		{[]string{"--ownership-duration", "2s", "--ownership-renew", "1s"}, "--ownership-renew: 1s is not less than half"},
 		{[]string{"--nats-url", "nats://127.0.0.1:1", "--agent-id", "x y"}, "--agent-id:"},
 	} {
-		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runCLI(t, nil, tc.args...)
-			if code != exitUsage {
-				t.Errorf("exit code %d, want %d", code, exitUsage)
-			}
-			if stdout != "" {
-				t.Errorf("stdout = %q, want nothing", stdout)
-			}
-			checkErrorLine(t, stderr, tc.want)
-		})
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { requireUsageError(t, tc.want, tc.args...) })
 	}
 }
 

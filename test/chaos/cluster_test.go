@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,13 +46,17 @@ func startCluster(t *testing.T) *Cluster {
 // order (first the first).
 func nodeClient(t *testing.T, c *Cluster, nodes ...int) *client.Client {
 	t.Helper()
-	var url string
-	for i, n := range nodes {
-		if i > 0 {
-			url += ","
-		}
-		url += c.URLs()[n]
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, c.URLs()[n])
 	}
+	return urlClient(t, strings.Join(urls, ","))
+}
+
+// urlClient returns a lease client connected to the servers of url only,
+// in order, that retries quickly.
+func urlClient(t *testing.T, url string) *client.Client {
+	t.Helper()
 	nc, err := nats.Connect(url, nats.DontRandomize(), nats.IgnoreDiscoveredServers(),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -338,19 +343,7 @@ func TestExternalModeAgentsOnANATSCluster(t *testing.T) {
 		})
 	}
 	ctx := within(t, time.Minute)
-	via := func(i int) *client.Namespace {
-		nc, err := nats.Connect(servers[i].ClientURL(), nats.IgnoreDiscoveredServers())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		lc, err := client.New(nc, client.WithRequestTimeout(2*time.Second), client.WithRetry(20*time.Millisecond, 200*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return lc.Namespace("ns")
-	}
-	n0, n2 := via(0), via(2)
+	n0, n2 := urlClient(t, servers[0].ClientURL()).Namespace("ns"), urlClient(t, servers[2].ClientURL()).Namespace("ns")
 	if err := n0.ClaimContext(ctx, "l", "h", time.Hour); err != nil {
 		t.Fatal(err)
 	}
