@@ -300,8 +300,10 @@ type running struct {
 	serving atomic.Bool // the agent service is up
 }
 
-// ready is the agent's readiness: connected to NATS, the bucket bound and
-// the service answering. (A single agent owns every namespace it serves.)
+// ready is the agent's readiness: connected to NATS, the bucket bound, the
+// ownership leases read and the service answering. A ready agent owns some
+// namespaces or stands by for them: either way it answers, forwarding to
+// the owner what it does not own.
 func (r *running) ready() error {
 	switch {
 	case !r.serving.Load():
