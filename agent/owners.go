@@ -258,7 +258,7 @@ func (o *owners) write(ctx context.Context, ns string, w *natskv.Write, start ti
 	o.lastTenure++
 	o.owned[ns] = &tenure{id: o.lastTenure, until: until, lastUsed: start}
 	o.mu.Unlock()
-	o.log.Info("owning namespace", "namespace", ns, "agent", o.cfg.AgentID)
+	o.log.Info("owning namespace", "namespace", ns)
 	return true, nil
 }
 
