@@ -9,7 +9,7 @@ PROTOC_VERSION      := 3.21.12
 STATICCHECK_VERSION := v0.8.2
 TEST_FLAGS  ?= -race -count=1 -timeout 20m
 
-.PHONY: all build test proto proto-check lint tidy tidy-check bench fuzz chaos clean
+.PHONY: all build test proto proto-check lint tidy tidy-check bench bench-suite fuzz chaos clean
 
 all: build
 
@@ -52,6 +52,15 @@ tidy-check:
 # bench runs the benchmarks; docs/benchmarks.md says how to read them.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 50000x -count 5 ./...
+
+# bench-suite runs the suite of issue 7 (module bench/, not part of CI): the
+# whole path (client over loopback TCP, agent, KV) against the raw limits,
+# with and without fsync, and against etcd and Redis if installed (as root:
+# bench/install-peers.sh). About 5 minutes with these flags; see
+# docs/benchmarks.md, "The suite (issue 7)".
+BENCH_SUITE_FLAGS ?= -duration 3s -clients 1,32 -sync both
+bench-suite:
+	cd bench && $(GO) run ./cmd/leasebench $(BENCH_SUITE_FLAGS)
 
 # fuzz runs every fuzz target for FUZZTIME each (CI: a few seconds; longer
 # by hand, e.g. make fuzz FUZZTIME=10m). New failing inputs land in the

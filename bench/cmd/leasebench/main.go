@@ -1,0 +1,472 @@
+// Command leasebench measures leaseagent through its whole path (client
+// over loopback TCP, the agent, the JetStream KV bucket) against the limits
+// of what it is built on and against the lease services users would pick
+// instead (etcd, Redis), all on this machine in one run, and prints every
+// figure as a ratio against a baseline of the same run: these machines are
+// noisy, and absolute rates from different runs mean little.
+//
+// Rows, at each number of clients in -clients, in each durability mode of
+// -sync (fsync before ack, the product default; and without):
+//
+//   - limits: raw KV writes at revision, sequential (each of N goroutines
+//     waits for its write) and pipelined (up to 4096 in flight); a raw NATS
+//     request-reply echo over loopback TCP; the data disk's fsync rate.
+//   - ours: claim+release cycles of distinct leases, extends of held leases,
+//     checks, and a list of a namespace of -list-size leases, through
+//     package client.
+//   - peers, when installed (bench/install-peers.sh): etcd with its default
+//     fsync; Redis without persistence and with appendfsync always.
+//   - expiry: -expiry-leases leases due to expire within one second; how
+//     late their expired events arrive.
+//
+// See docs/benchmarks.md, "The suite (issue 7)", for how to read it.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/leaseagent/lease/bench/stats"
+)
+
+type options struct {
+	duration     time.Duration
+	clients      []int
+	modes        []bool // sync on/off, in order
+	jsonOut      bool
+	peers        bool
+	expiry       bool
+	expiryLeases int
+	expiryLead   time.Duration
+	listSize     int
+	dir          string
+	parts        map[string]bool
+}
+
+// Parts of the suite that -parts can select.
+var allParts = []string{"core", "list", "expiry", "peers"}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "leasebench:", err)
+		os.Exit(2)
+	}
+	rep, err := run(o, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "leasebench:", err)
+		os.Exit(1)
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(os.Stderr, "leasebench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	rep.print(os.Stdout)
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("leasebench", flag.ContinueOnError)
+	var o options
+	var clients, syncMode string
+	fs.DurationVar(&o.duration, "duration", 3*time.Second, "how long each row runs")
+	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
+	fs.StringVar(&syncMode, "sync", "both", "durability modes: on (fsync before ack, the default), off, or both")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
+	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, peers (etcd and Redis, if installed)")
+	fs.IntVar(&o.expiryLeases, "expiry-leases", 10000, "leases in the expiry row, due within one second")
+	fs.DurationVar(&o.expiryLead, "expiry-lead", 0, "how far ahead the expiry row's leases are due (0: 5s without fsync, 15s with)")
+	fs.IntVar(&o.listSize, "list-size", 10000, "leases in the listed namespace")
+	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, s := range strings.Split(clients, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-clients: %q is not a positive number", s)
+		}
+		o.clients = append(o.clients, n)
+	}
+	o.parts = map[string]bool{}
+	for _, p := range strings.Split(*parts, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allParts, p) {
+			return o, fmt.Errorf("-parts: %q is not one of %s", p, strings.Join(allParts, ", "))
+		}
+		o.parts[p] = true
+	}
+	o.peers, o.expiry = o.parts["peers"], o.parts["expiry"]
+	switch syncMode {
+	case "both":
+		o.modes = []bool{true, false}
+	case "on":
+		o.modes = []bool{true}
+	case "off":
+		o.modes = []bool{false}
+	default:
+		return o, fmt.Errorf("-sync: %q is not both, on or off", syncMode)
+	}
+	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 {
+		return o, fmt.Errorf("-duration, -list-size and -expiry-leases must be positive")
+	}
+	return o, nil
+}
+
+// Row names.
+const (
+	rowFsync     = "fsync of a 64-byte append"
+	rowKVSeq     = "raw KV write at revision, sequential"
+	rowKVPipe    = "raw KV write at revision, pipelined"
+	rowEcho      = "raw request-reply echo"
+	rowEchoBig   = "raw request-reply echo, list-sized reply"
+	rowCycle     = "claim+release cycle"
+	rowExtend    = "extend"
+	rowCheck     = "check"
+	rowList      = "list"
+	modeFsync    = "fsync"
+	modeNoFsync  = "no-fsync"
+	peerEtcd     = "etcd"
+	peerRedis    = "redis"
+	peerRedisAOF = "redis-aof-always"
+)
+
+func modeName(sync bool) string {
+	if sync {
+		return modeFsync
+	}
+	return modeNoFsync
+}
+
+// row is one measured line.
+type row struct {
+	Group   string `json:"group"` // limit, ours, peer
+	Mode    string `json:"mode"`  // fsync, no-fsync; a peer's name
+	Name    string `json:"name"`
+	Clients int    `json:"clients"`
+	stats.Summary
+	Baseline string   `json:"baseline,omitempty"` // what Ratio divides by
+	Ratio    *float64 `json:"ratio,omitempty"`
+	Target   string   `json:"target,omitempty"`
+}
+
+type report struct {
+	Start    time.Time               `json:"start"`
+	Machine  string                  `json:"machine"`
+	Versions map[string]string       `json:"versions"`
+	Duration time.Duration           `json:"duration_per_row_ns"`
+	Rows     []*row                  `json:"rows"`
+	Expiry   map[string]expiryResult `json:"expiry,omitempty"` // by mode
+	Notes    []string                `json:"notes,omitempty"`
+}
+
+func (r *report) find(group, mode, name string, clients int) *row {
+	for _, x := range r.Rows {
+		if x.Group == group && x.Mode == mode && x.Name == name && x.Clients == clients {
+			return x
+		}
+	}
+	return nil
+}
+
+func (r *report) add(log io.Writer, group, mode, name string, clients int, res stats.Result, err error) *row {
+	x := &row{Group: group, Mode: mode, Name: name, Clients: clients}
+	if err != nil {
+		x.FirstError = err.Error()
+	} else {
+		x.Summary = res.Summarise()
+	}
+	r.Rows = append(r.Rows, x)
+	fmt.Fprintf(log, "  %-9s %-16s %-42s %3d  %10s  p50 %8s  p99 %8s", group, mode, name, clients,
+		stats.FormatRate(x.Rate), stats.FormatLatency(x.P50), stats.FormatLatency(x.P99))
+	if x.Errors > 0 || x.FirstError != "" {
+		fmt.Fprintf(log, "  errors %d: %s", x.Errors, x.FirstError)
+	}
+	fmt.Fprintln(log)
+	return x
+}
+
+func ratioOf(x float64) *float64 {
+	if math.IsNaN(x) {
+		return nil
+	}
+	return &x
+}
+
+func run(o options, log io.Writer) (*report, error) {
+	rep := &report{
+		Start:    time.Now(),
+		Machine:  machine(),
+		Duration: o.duration,
+		Versions: map[string]string{
+			"go":          runtime.Version(),
+			"nats-server": server.VERSION,
+			"etcd":        commandVersion("etcd", "--version"),
+			"redis":       commandVersion("redis-server", "--version"),
+		},
+		Expiry: map[string]expiryResult{},
+	}
+	fmt.Fprintf(log, "leasebench: %s; %s\n", rep.Machine, versionLine(rep.Versions))
+
+	// The disk's own limit, once.
+	tmp, err := os.MkdirTemp(o.dir, "leasebench-disk-")
+	if err != nil {
+		return nil, err
+	}
+	res, err := fsyncRate(tmp, o.duration)
+	_ = os.RemoveAll(tmp)
+	rep.add(log, "limit", "disk", rowFsync, 1, res, err)
+
+	for _, sync := range o.modes {
+		mode := modeName(sync)
+		fmt.Fprintf(log, "mode %s\n", mode)
+		if err := runMode(o, rep, log, sync); err != nil {
+			return nil, fmt.Errorf("mode %s: %w", mode, err)
+		}
+	}
+	if o.peers {
+		runPeers(o, rep, log)
+	}
+	rep.ratios(o)
+	return rep, nil
+}
+
+func runMode(o options, rep *report, log io.Writer, sync bool) error {
+	mode := modeName(sync)
+	e, err := startEnv(o.dir, sync)
+	if err != nil {
+		return err
+	}
+	defer e.stop()
+	for _, n := range o.clients {
+		if !o.parts["core"] {
+			break
+		}
+		tag := fmt.Sprintf("n%d", n)
+		res, err := e.rawKVSequential(o.duration, n, tag)
+		rep.add(log, "limit", mode, rowKVSeq, n, res, err)
+		res, err = e.rawKVPipelined(o.duration, n, tag)
+		rep.add(log, "limit", mode, rowKVPipe, n, res, err)
+		res, err = e.echo(o.duration, n, 32, 32)
+		rep.add(log, "limit", mode, rowEcho, n, res, err)
+		res, err = e.cycles(o.duration, n)
+		rep.add(log, "ours", mode, rowCycle, n, res, err)
+		res, err = e.extends(o.duration, n)
+		rep.add(log, "ours", mode, rowExtend, n, res, err)
+		res, err = e.checks(o.duration, n)
+		rep.add(log, "ours", mode, rowCheck, n, res, err)
+	}
+	if o.parts["list"] {
+		fill := time.Now()
+		size, err := e.fillList(o.listSize)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "  filled a namespace with %d leases in %v; a list reply is %d bytes\n", o.listSize, time.Since(fill).Round(time.Millisecond), size)
+		for _, n := range o.clients {
+			res, err := e.echo(o.duration, n, 32, size)
+			rep.add(log, "limit", mode, rowEchoBig, n, res, err)
+			res, err = e.list(o.duration, n, o.listSize)
+			rep.add(log, "ours", mode, fmt.Sprintf("%s %d", rowList, o.listSize), n, res, err)
+		}
+	}
+	if o.expiry {
+		lead := o.expiryLead
+		if lead == 0 {
+			lead = 5 * time.Second
+			if sync {
+				lead = 15 * time.Second
+			}
+		}
+		x, err := e.expiry(o.expiryLeases, lead)
+		if err != nil {
+			return fmt.Errorf("expiry: %w", err)
+		}
+		rep.Expiry[mode] = x
+		fmt.Fprintf(log, "  expiry: %d/%d events; late p50 %s p99 %s max %s\n", x.Received, x.Claimed,
+			stats.FormatLatency(x.Late.P50), stats.FormatLatency(x.Late.P99), stats.FormatLatency(x.Late.Max))
+	}
+	return nil
+}
+
+func runPeers(o options, rep *report, log io.Writer) {
+	starts := []struct {
+		name  string
+		start func() (peer, error)
+	}{
+		{peerEtcd, func() (peer, error) { return startEtcd(o.dir) }},
+		{peerRedis, func() (peer, error) { return startRedis(o.dir, false) }},
+		{peerRedisAOF, func() (peer, error) { return startRedis(o.dir, true) }},
+	}
+	for _, s := range starts {
+		p, err := s.start()
+		if err != nil {
+			line := fmt.Sprintf("peer %s skipped: %v", s.name, err)
+			if err == errNotInstalled {
+				line += " (install with: sudo bench/install-peers.sh)"
+			}
+			fmt.Fprintln(log, line)
+			rep.Notes = append(rep.Notes, line)
+			continue
+		}
+		fmt.Fprintf(log, "peer %s\n", s.name)
+		for _, n := range o.clients {
+			if !o.parts["core"] {
+				break
+			}
+			res, err := p.cycles(o.duration, n)
+			rep.add(log, "peer", s.name, rowCycle, n, res, err)
+			res, err = p.extends(o.duration, n)
+			rep.add(log, "peer", s.name, rowExtend, n, res, err)
+			res, err = p.checks(o.duration, n)
+			rep.add(log, "peer", s.name, rowCheck, n, res, err)
+		}
+		if o.parts["list"] {
+			if err := p.fillList(o.listSize); err != nil {
+				line := fmt.Sprintf("peer %s: fill the list: %v", s.name, err)
+				fmt.Fprintln(log, line)
+				rep.Notes = append(rep.Notes, line)
+			} else {
+				for _, n := range o.clients {
+					res, err := p.list(o.duration, n, o.listSize)
+					rep.add(log, "peer", s.name, fmt.Sprintf("%s %d", rowList, o.listSize), n, res, err)
+				}
+			}
+		}
+		p.stop()
+	}
+}
+
+// ratios fills in each row's ratio against its baseline.
+func (r *report) ratios(o options) {
+	for _, x := range r.Rows {
+		switch x.Group {
+		case "ours":
+			var base *row
+			div := 1.0
+			switch {
+			case x.Name == rowCycle:
+				base, div = r.find("limit", x.Mode, rowKVPipe, x.Clients), 2
+				x.Baseline = "raw pipelined writes / 2"
+				if x.Mode == modeNoFsync {
+					x.Target = ">= 0.5"
+				}
+			case x.Name == rowExtend:
+				base = r.find("limit", x.Mode, rowKVSeq, x.Clients)
+				x.Baseline = "raw sequential writes"
+				if x.Mode == modeNoFsync {
+					x.Target = ">= 0.5"
+				}
+			case x.Name == rowCheck:
+				base = r.find("limit", x.Mode, rowEcho, x.Clients)
+				x.Baseline = "raw request-reply"
+				if x.Mode == modeNoFsync {
+					x.Target = ">= 0.8"
+				}
+			case strings.HasPrefix(x.Name, rowList):
+				base = r.find("limit", x.Mode, rowEchoBig, x.Clients)
+				x.Baseline = "raw request-reply, same reply size"
+			}
+			if base != nil {
+				x.Ratio = ratioOf(stats.Ratio(x.Rate, base.Rate/div))
+			}
+		case "peer":
+			// ours / peer, in the matching durability mode.
+			mode := modeFsync
+			if x.Mode == peerRedis {
+				mode = modeNoFsync
+			}
+			ours := r.find("ours", mode, x.Name, x.Clients)
+			x.Baseline = "ours (" + mode + ") / " + x.Mode
+			if ours != nil {
+				x.Ratio = ratioOf(stats.Ratio(ours.Rate, x.Rate))
+				if x.Clients == 32 && ((x.Mode == peerEtcd && x.Name == rowCycle) || (x.Mode == peerRedisAOF && x.Name == rowExtend)) {
+					x.Target = "> 1"
+				}
+			}
+		}
+	}
+}
+
+func (r *report) print(w io.Writer) {
+	fmt.Fprintf(w, "leasebench %s: %s\n%s; %v per row\n\n", r.Start.Format(time.DateTime), r.Machine, versionLine(r.Versions), r.Duration)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "group\tmode\trow\tclients\tops/s\tp50\tp99\tratio\tagainst\ttarget\t")
+	for _, x := range r.Rows {
+		ratio := "-"
+		if x.Ratio != nil {
+			ratio = stats.FormatRatio(*x.Ratio)
+		}
+		name := x.Name
+		if x.Errors > 0 || x.FirstError != "" {
+			name += fmt.Sprintf(" (%d errors: %s)", x.Errors, x.FirstError)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Group, x.Mode, name, x.Clients,
+			stats.FormatRate(x.Rate), stats.FormatLatency(x.P50), stats.FormatLatency(x.P99), ratio, x.Baseline, x.Target)
+	}
+	_ = tw.Flush()
+	if len(r.Expiry) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "expiry\tleases\tevents\tlate p50\tlate p99\tlate max\ttarget\t")
+		for _, mode := range []string{modeFsync, modeNoFsync} {
+			x, ok := r.Expiry[mode]
+			if !ok {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\tp99 <= 10ms\t\n", mode, x.Claimed, x.Received,
+				stats.FormatLatency(x.Late.P50), stats.FormatLatency(x.Late.P99), stats.FormatLatency(x.Late.Max))
+		}
+		_ = tw.Flush()
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, n)
+	}
+}
+
+// machine describes the CPU and core count.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores, %s, %s/%s", runtime.NumCPU(), model, runtime.GOOS, runtime.GOARCH)
+}
+
+func commandVersion(name string, args ...string) string {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		return "not installed"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+func versionLine(v map[string]string) string {
+	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s", v["go"], v["nats-server"], v["etcd"], v["redis"])
+}
