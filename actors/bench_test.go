@@ -61,7 +61,7 @@ func newBenchEnvSync(b *testing.B, sync bool) *benchEnv {
 }
 
 // newBenchManager starts a Manager with logging off and the MinBatch given
-// (0: the default, group commit on; negative: off).
+// (0, the default: group commit off).
 func newBenchManager(b *testing.B, nc *nats.Conn, minBatch int) *Manager {
 	b.Helper()
 	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.DiscardHandler), MinBatch: minBatch})
@@ -254,12 +254,12 @@ func report(b *testing.B, managerRate, rawRate float64) {
 // server with SyncAlways (the product's default), where every single write
 // costs an fsync: raw single writes (32 natskv Clients), raw atomic batches
 // of 128 (natskv.Bucket.RunBatch, 32 goroutines), and the Manager with
-// group commit (the default) and without (MinBatch -1, as before it).
+// group commit (MinBatch DefaultMinBatch) and without (as before it).
 func BenchmarkDurableClaim(b *testing.B) {
 	const batch = 128
 	e := newBenchEnvSync(b, true)
-	gc := e.m.Namespace("bench")
-	nogc := newBenchManager(b, e.nc, -1).Namespace("bench-nogc")
+	gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+	nogc := e.m.Namespace("bench-nogc")
 	raw := e.rawClients(b, "claim")
 	batcher := e.rawClients(b, "batch")
 	req := lease.Request{Holder: "h", Duration: time.Hour}
@@ -308,8 +308,9 @@ func BenchmarkClaimAlone(b *testing.B) {
 	for _, sync := range []bool{true, false} {
 		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
 			e := newBenchEnvSync(b, sync)
-			gc := e.m.Namespace("bench")
-			nogc := newBenchManager(b, e.nc, -1).Namespace("bench-nogc")
+			gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+			nogc := e.m.Namespace("bench-nogc")
+
 			raw := e.rawClients(b, "alone")[0]
 			req := lease.Request{Holder: "h", Duration: time.Hour}
 			b.ResetTimer()

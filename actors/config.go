@@ -80,20 +80,23 @@ type Config struct {
 	// DefaultWriteTimeout if zero.
 	WriteTimeout time.Duration
 
-	// MinBatch tunes group commit. A namespace keeps one round of store
-	// writes in flight: a write decided while none is in flight goes out at
-	// once, alone; writes decided while a round is in flight wait for it to
-	// land and go out together as the next round (up to natskv.MaxBatch).
-	// A round of at least MinBatch writes is committed as one atomic batch
-	// (natskv.Bucket.RunBatch), which shares the server's fsyncs; a smaller
-	// one goes out as concurrent single writes, because a batch has a fixed
-	// cost of a few milliseconds. DefaultMinBatch if zero.
+	// MinBatch turns on group commit, for servers that fsync every write
+	// (SyncAlways, as the embedded server runs by default): there each
+	// single write costs an fsync and concurrency does not share them.
+	// With group commit a namespace keeps one round of store writes in
+	// flight: a write decided while none is in flight goes out at once,
+	// alone; writes decided while a round is in flight wait for it to land
+	// and go out together as the next round (up to natskv.MaxBatch). A
+	// round of at least MinBatch writes is committed as one atomic batch
+	// (natskv.Bucket.RunBatch), which shares the fsyncs; a smaller one goes
+	// out as concurrent single writes, because a batch has a fixed cost of
+	// a few milliseconds. DefaultMinBatch is a good value.
 	//
-	// A negative MinBatch turns group commit off: every write goes out as
-	// soon as it is decided, concurrently with the others. That is faster
-	// when the server does not fsync each write (no SyncAlways), where a
-	// single write costs tens of microseconds and a batch is never worth
-	// its fixed cost.
+	// Zero or negative leaves group commit off: every write goes out as
+	// soon as it is decided, concurrently with the others. That is much
+	// faster when the server does not fsync each write, where a single
+	// write costs tens of microseconds and a batch is never worth its
+	// fixed cost (measured: claims at 32 goroutines 55k/s off, 7-9k/s on).
 	MinBatch int
 
 	// ClockDriftRate and WriterID are passed to each namespace's
@@ -200,9 +203,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.MinBatch == 0 {
-		c.MinBatch = DefaultMinBatch
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

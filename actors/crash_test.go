@@ -53,7 +53,7 @@ func runClaimer(dir string, noSync bool) int {
 	if err != nil {
 		return fail(err)
 	}
-	cfg := Config{Conn: nc, Logger: slog.New(slog.DiscardHandler), hooks: &hooks{}}
+	cfg := Config{Conn: nc, Logger: slog.New(slog.DiscardHandler), MinBatch: DefaultMinBatch, hooks: &hooks{}}
 	cfg.hooks.round = func(_ string, _ int, stats natskv.BatchStats) {
 		for range stats.Batches {
 			_, _ = os.Stdout.WriteString("# batch\n")

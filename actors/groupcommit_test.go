@@ -215,6 +215,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 	var g *gate
 	var log roundLog
 	h := newHarness(t, func(cfg *Config) {
+		cfg.MinBatch = DefaultMinBatch
 		g = newGate(cfg)
 		cfg.hooks.round = log.add
 	})

@@ -357,7 +357,7 @@ func (a *namespaceActor) step(o *op) {
 // at most one write pending or in flight, so a round holds at most one
 // write per lease.
 func (a *namespaceActor) submit(p pendingWrite) {
-	if a.rt.cfg.MinBatch < 0 {
+	if a.rt.cfg.MinBatch <= 0 {
 		a.send([]pendingWrite{p})
 		return
 	}
@@ -418,7 +418,7 @@ func (a *namespaceActor) onRoundDone(m *roundDone) {
 	for _, p := range m.writes {
 		a.onWriteDone(&writeDone{incarnation: m.incarnation, op: p.op, write: p.write})
 	}
-	if m.incarnation != a.incarnation || a.rt.cfg.MinBatch < 0 {
+	if m.incarnation != a.incarnation || a.rt.cfg.MinBatch <= 0 {
 		return
 	}
 	a.inFlight = false

@@ -373,12 +373,11 @@ func TestSameLeaseInTwoNamespaces(t *testing.T) {
 	h.mustHold(b, "l", "hb")
 }
 
-// Without group commit (MinBatch < 0) every write goes out as soon as it is
+// Without group commit (MinBatch 0, the default) every write goes out as soon as it is
 // decided. (With it, writes wait for the round in flight: TestGroupCommit.)
 func TestSlowWriteDoesNotDelayOtherLeases(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	h := newHarness(t, func(cfg *Config) {
-		cfg.MinBatch = -1
 		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
 			if w.Lease() == "slow" {
 				close(entered)
