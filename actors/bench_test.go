@@ -24,13 +24,21 @@ const benchGoroutines = 32
 
 type benchEnv struct {
 	m      *Manager
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	bucket *natskv.Bucket
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: b.TempDir(), NoSync: true})
+	return newBenchEnvSync(b, false)
+}
+
+// newBenchEnvSync is newBenchEnv with the server's SyncAlways set to sync,
+// as the product runs it: every write fsynced before it is acknowledged.
+func newBenchEnvSync(b *testing.B, sync bool) *benchEnv {
+	b.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: b.TempDir(), NoSync: !sync})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -40,11 +48,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = m.Stop(context.Background()) })
+	m := newBenchManager(b, nc, 0)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		b.Fatal(err)
@@ -53,7 +57,19 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{m: m, js: js, bucket: bucket}
+	return &benchEnv{m: m, nc: nc, js: js, bucket: bucket}
+}
+
+// newBenchManager starts a Manager with logging off and the MinBatch given
+// (0, the default: group commit off).
+func newBenchManager(b *testing.B, nc *nats.Conn, minBatch int) *Manager {
+	b.Helper()
+	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.DiscardHandler), MinBatch: minBatch})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Stop(context.Background()) })
+	return m
 }
 
 // rounds is how many alternating turns compared runs take, so that drift in
@@ -64,11 +80,17 @@ const rounds = 10
 // and returns each one's rate. Call i of every f gets the same i.
 func compare(b *testing.B, n int, fs ...func(g, i int) error) []float64 {
 	b.Helper()
+	return compareOn(b, benchGoroutines, n, fs...)
+}
+
+// compareOn is compare with the calls spread over goroutines goroutines.
+func compareOn(b *testing.B, goroutines, n int, fs ...func(g, i int) error) []float64 {
+	b.Helper()
 	elapsed := make([]time.Duration, len(fs))
 	for r := range rounds {
 		from, to := n*r/rounds, n*(r+1)/rounds
 		for k, f := range fs {
-			elapsed[k] += parallel(b, from, to, f)
+			elapsed[k] += parallel(b, goroutines, from, to, f)
 		}
 	}
 	rates := make([]float64, len(fs))
@@ -79,17 +101,17 @@ func compare(b *testing.B, n int, fs ...func(g, i int) error) []float64 {
 }
 
 // parallel makes the calls f(g, i) for i in [from, to), spread over
-// benchGoroutines goroutines (g is the goroutine's number), and returns
-// how long they took.
-func parallel(b *testing.B, from, to int, f func(g, i int) error) time.Duration {
+// goroutines goroutines (g is the goroutine's number), and returns how long
+// they took.
+func parallel(b *testing.B, goroutines, from, to int, f func(g, i int) error) time.Duration {
 	b.Helper()
 	var next atomic.Int64
 	next.Store(int64(from))
 	n := to
 	var wg sync.WaitGroup
-	errs := make(chan error, benchGoroutines)
+	errs := make(chan error, goroutines)
 	start := time.Now()
-	for g := range benchGoroutines {
+	for g := range goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -226,4 +248,82 @@ func report(b *testing.B, managerRate, rawRate float64) {
 	b.ReportMetric(rawRate, "raw-ops/s")
 	b.ReportMetric(managerRate/rawRate, "manager/raw")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkDurableClaim claims distinct leases from 32 goroutines on a
+// server with SyncAlways (the product's default), where every single write
+// costs an fsync: raw single writes (32 natskv Clients), raw atomic batches
+// of 128 (natskv.Bucket.RunBatch, 32 goroutines), and the Manager with
+// group commit (MinBatch DefaultMinBatch) and without (as before it).
+func BenchmarkDurableClaim(b *testing.B) {
+	const batch = 128
+	e := newBenchEnvSync(b, true)
+	gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+	nogc := e.m.Namespace("bench-nogc")
+	raw := e.rawClients(b, "claim")
+	batcher := e.rawClients(b, "batch")
+	req := lease.Request{Holder: "h", Duration: time.Hour}
+	b.ResetTimer()
+	rates := compare(b, b.N,
+		func(g, i int) error { return raw[g].ClaimLease(fmt.Sprintf("l%d", i), req) },
+		func(g, i int) error {
+			if i%batch != 0 {
+				return nil
+			}
+			c := batcher[g]
+			ws := make([]*natskv.Write, 0, batch)
+			for j := i; j < min(i+batch, b.N); j++ {
+				w, err := c.PrepareClaim(fmt.Sprintf("l%d", j), req)
+				if err != nil {
+					return err
+				}
+				ws = append(ws, w)
+			}
+			e.bucket.RunBatch(context.Background(), ws)
+			for _, w := range ws {
+				if err := c.Apply(w); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		func(_, i int) error { return gc.Claim(fmt.Sprintf("l%d", i), "h", time.Hour) },
+		func(_, i int) error { return nogc.Claim(fmt.Sprintf("l%d", i), "h", time.Hour) },
+	)
+	b.ReportMetric(rates[0], "raw-single-ops/s")
+	b.ReportMetric(rates[1], "raw-batch128-ops/s")
+	b.ReportMetric(rates[2], "manager-ops/s")
+	b.ReportMetric(rates[3], "manager-nogc-ops/s")
+	b.ReportMetric(rates[2]/rates[3], "gc/nogc")
+	b.ReportMetric(rates[2]/rates[0], "manager/raw-single")
+	b.ReportMetric(rates[2]/rates[1], "manager/raw-batch")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkClaimAlone claims distinct leases from one goroutine, one claim
+// after the other, with and without SyncAlways: a lone client must not wait
+// for a batch to fill, so the Manager with group commit should claim as
+// fast as without it (gc/nogc about 1).
+func BenchmarkClaimAlone(b *testing.B) {
+	for _, sync := range []bool{true, false} {
+		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
+			e := newBenchEnvSync(b, sync)
+			gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+			nogc := e.m.Namespace("bench-nogc")
+
+			raw := e.rawClients(b, "alone")[0]
+			req := lease.Request{Holder: "h", Duration: time.Hour}
+			b.ResetTimer()
+			rates := compareOn(b, 1, b.N,
+				func(_, i int) error { return gc.Claim(fmt.Sprintf("l%d", i), "h", time.Hour) },
+				func(_, i int) error { return nogc.Claim(fmt.Sprintf("l%d", i), "h", time.Hour) },
+				func(_, i int) error { return raw.ClaimLease(fmt.Sprintf("l%d", i), req) },
+			)
+			b.ReportMetric(1e6/rates[0], "manager-us/claim")
+			b.ReportMetric(1e6/rates[1], "manager-nogc-us/claim")
+			b.ReportMetric(1e6/rates[2], "raw-us/claim")
+			b.ReportMetric(rates[0]/rates[1], "gc/nogc")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

@@ -26,6 +26,7 @@ const (
 	DefaultMaxDuration  = time.Hour
 	DefaultClaimRetries = 3
 	DefaultWriteTimeout = 10 * time.Second
+	DefaultMinBatch     = 16
 )
 
 // Config configures a Manager. Zero values take the defaults named.
@@ -79,6 +80,25 @@ type Config struct {
 	// DefaultWriteTimeout if zero.
 	WriteTimeout time.Duration
 
+	// MinBatch turns on group commit, for servers that fsync every write
+	// (SyncAlways, as the embedded server runs by default): there each
+	// single write costs an fsync and concurrency does not share them.
+	// With group commit a namespace keeps one round of store writes in
+	// flight: a write decided while none is in flight goes out at once,
+	// alone; writes decided while a round is in flight wait for it to land
+	// and go out together as the next round (up to natskv.MaxBatch). A
+	// round of at least MinBatch writes is committed as one atomic batch
+	// (natskv.Bucket.RunBatch), which shares the fsyncs; a smaller one goes
+	// out as concurrent single writes, because a batch has a fixed cost of
+	// a few milliseconds. DefaultMinBatch is a good value.
+	//
+	// Zero or negative leaves group commit off: every write goes out as
+	// soon as it is decided, concurrently with the others. That is much
+	// faster when the server does not fsync each write, where a single
+	// write costs tens of microseconds and a batch is never worth its
+	// fixed cost (measured: claims at 32 goroutines 55k/s off, 7-9k/s on).
+	MinBatch int
+
 	// ClockDriftRate and WriterID are passed to each namespace's
 	// natskv.Client.
 	ClockDriftRate float64
@@ -105,8 +125,14 @@ type Config struct {
 
 // hooks are test seams. Each is optional.
 type hooks struct {
-	// runWrite performs a store write instead of w.Run.
+	// runWrite performs a store write sent alone instead of w.Run.
 	runWrite func(ctx context.Context, w *natskv.Write)
+	// runBatch performs a round of writes sent as atomic batches instead of
+	// Bucket.RunBatch.
+	runBatch func(ctx context.Context, ws []*natskv.Write) natskv.BatchStats
+	// round is called, off the actor's goroutine, when a round of writes
+	// has run: how many writes it had and how they were sent.
+	round func(namespace string, writes int, stats natskv.BatchStats)
 	// receive sees every message a namespace actor handles, first; it may
 	// panic.
 	receive func(namespace string, msg any)

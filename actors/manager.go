@@ -72,6 +72,39 @@ func (rt *runtime) runWrite(w *natskv.Write) {
 	rt.cfg.Metrics.StoreWrite(time.Since(start))
 }
 
+// runWrites performs a round of store writes of one namespace: alone if
+// there is one, as atomic batches if there are at least MinBatch, otherwise
+// concurrently, each alone. It reports how they were sent.
+func (rt *runtime) runWrites(namespace string, ws []*natskv.Write) {
+	var stats natskv.BatchStats
+	switch {
+	case len(ws) == 1:
+		rt.runWrite(ws[0])
+		stats.Singles = 1
+	case rt.cfg.MinBatch > 0 && len(ws) >= rt.cfg.MinBatch:
+		start := time.Now()
+		if h := rt.cfg.hooks.runBatch; h != nil {
+			stats = h(rt.ctx, ws)
+		} else {
+			stats = rt.bucket.RunBatch(rt.ctx, ws)
+		}
+		d := time.Since(start)
+		for range ws {
+			rt.cfg.Metrics.StoreWrite(d)
+		}
+	default:
+		var wg sync.WaitGroup
+		for _, w := range ws {
+			wg.Go(func() { rt.runWrite(w) })
+		}
+		wg.Wait()
+		stats.Singles = len(ws)
+	}
+	if h := rt.cfg.hooks.round; h != nil {
+		h(namespace, len(ws), stats)
+	}
+}
+
 // Manager runs the lease actors of one bucket: one actor per namespace.
 type Manager struct {
 	rt       *runtime

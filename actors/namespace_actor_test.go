@@ -373,6 +373,8 @@ func TestSameLeaseInTwoNamespaces(t *testing.T) {
 	h.mustHold(b, "l", "hb")
 }
 
+// Without group commit (MinBatch 0, the default) every write goes out as soon as it is
+// decided. (With it, writes wait for the round in flight: TestGroupCommit.)
 func TestSlowWriteDoesNotDelayOtherLeases(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	h := newHarness(t, func(cfg *Config) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -26,6 +28,8 @@ const (
 	// an earlier write to the subject is still being proposed, even when the
 	// expected revision was right. It is retried.
 	codeWrongLastSequenceConstant = 10164
+	// codeAtomicPublishDisabled: the stream does not allow atomic batches.
+	codeAtomicPublishDisabled = 10174
 )
 
 // Headers of the KV protocol that mark a delete.
@@ -86,6 +90,13 @@ type Bucket struct {
 	stream   jetstream.Stream
 	prefix   string // subject prefix of the bucket's keys, "$KV.<name>."
 	attempts int
+
+	// atomic is whether the stream takes atomic batch publishes; RunBatch
+	// sends writes one by one while it is false.
+	atomic atomic.Bool
+	// batchSlots bounds the atomic batches this Bucket has in flight at
+	// once: the server allows 50 per stream, for all its publishers.
+	batchSlots chan struct{}
 }
 
 // OpenBucket binds the bucket named in cfg, creating it if it does not exist.
@@ -134,6 +145,16 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 			return nil, fmt.Errorf("natskv: bucket %q: turn off direct get: %w", cfg.Name, err)
 		}
 	}
+	// Group commit (RunBatch) needs atomic batch publishes. A server too old
+	// to know the setting drops it from the stream's configuration; the
+	// Bucket then writes one message at a time.
+	if !stream.CachedInfo().Config.AllowAtomicPublish {
+		sc := stream.CachedInfo().Config
+		sc.AllowAtomicPublish = true
+		if updated, err := js.UpdateStream(ctx, sc); err == nil {
+			stream = updated
+		}
+	}
 	// Bind after the update so that the handle reads from the leader too.
 	kv, err := js.KeyValue(ctx, cfg.Name)
 	if err != nil {
@@ -180,15 +201,23 @@ func BindBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 // newBucket returns the Bucket of cfg (defaults filled in), bound to kv and
 // its stream.
 func newBucket(cfg BucketConfig, kv jetstream.KeyValue, stream jetstream.Stream) *Bucket {
-	return &Bucket{
-		name:     cfg.Name,
-		js:       cfg.JetStream,
-		kv:       kv,
-		stream:   stream,
-		prefix:   "$KV." + cfg.Name + ".",
-		attempts: cfg.ConflictRetries + 1,
+	b := &Bucket{
+		name:       cfg.Name,
+		js:         cfg.JetStream,
+		kv:         kv,
+		stream:     stream,
+		prefix:     "$KV." + cfg.Name + ".",
+		attempts:   cfg.ConflictRetries + 1,
+		batchSlots: make(chan struct{}, maxBatchesInFlight),
 	}
+	b.atomic.Store(stream.CachedInfo().Config.AllowAtomicPublish)
+	return b
 }
+
+// AtomicBatches reports whether RunBatch commits writes in atomic batches:
+// the bucket's stream allows them (OpenBucket turns that on) and the server
+// has not refused one.
+func (b *Bucket) AtomicBatches() bool { return b.atomic.Load() }
 
 // Name returns the bucket's name.
 func (b *Bucket) Name() string { return b.name }
@@ -254,12 +283,9 @@ var errConflict = fmt.Errorf("%w: revision changed", lease.ErrInvalid)
 func (b *Bucket) write(ctx context.Context, key string, value []byte, del bool, expect uint64) (uint64, error) {
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
-		msg := &nats.Msg{Subject: b.prefix + key, Data: value, Header: nats.Header{}}
-		if del {
-			msg.Header.Set(kvOperationHeader, kvOperationDelete)
-		}
+		msg := b.newMsg(key, value, del, expect)
 		var ack *jetstream.PubAck
-		f, err := b.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(expect))
+		f, err := b.js.PublishMsgAsync(msg)
 		if err == nil {
 			select {
 			case ack = <-f.Ok():
@@ -296,6 +322,20 @@ func (b *Bucket) write(ctx context.Context, key string, value []byte, del bool, 
 			return 0, fmt.Errorf("natskv: write %s: %w", key, err)
 		}
 	}
+}
+
+// newMsg returns the message that writes value (or, with del, a delete
+// marker) to key on condition that the key's latest revision is expect (0:
+// the key has never been written). Single writes and batches send the same
+// message; a batch adds its own headers.
+func (b *Bucket) newMsg(key string, value []byte, del bool, expect uint64) *nats.Msg {
+	msg := &nats.Msg{Subject: b.prefix + key, Data: value, Header: nats.Header{}}
+	if del {
+		msg.Header.Set(kvOperationHeader, kvOperationDelete)
+	}
+	// What jetstream.WithExpectLastSequencePerSubject(expect) sets.
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect, 10))
+	return msg
 }
 
 // latest reads the latest state of key from the stream's leader.

@@ -25,7 +25,14 @@ type testStore struct {
 // bucket on it. Everything is stopped when the test ends.
 func newStore(t testing.TB) *testStore {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	return newStoreSync(t, false)
+}
+
+// newStoreSync is newStore with the server's SyncAlways set to sync: every
+// write fsynced before it is acknowledged, as in production.
+func newStoreSync(t testing.TB, sync bool) *testStore {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: !sync})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
 	}

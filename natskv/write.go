@@ -220,15 +220,26 @@ func (w *Write) Run(ctx context.Context) {
 	if w.noop {
 		return
 	}
-	del := w.kind == expireWrite || w.kind == releaseWrite
-	w.revision, w.err = w.bucket.write(ctx, w.key, w.data, del, w.expect)
+	w.runAlone(ctx)
+}
+
+// runAlone publishes the write on its own and records the outcome as Run
+// does.
+func (w *Write) runAlone(ctx context.Context) {
+	w.revision, w.err = w.bucket.write(ctx, w.key, w.data, w.Deletes(), w.expect)
 	if errors.Is(w.err, errConflict) {
 		e, err := w.bucket.latest(ctx, w.key)
-		w.readErr = err
-		if err == nil {
-			w.latest = &e
-			// Observed now: not earlier than the write that beat us.
-		}
+		w.lost(e, err)
+	}
+}
+
+// lost records that the write lost a race, and the key's latest state as
+// read after it (or the error reading it).
+func (w *Write) lost(e entry, readErr error) {
+	w.revision, w.err, w.readErr, w.latest = 0, errConflict, readErr, nil
+	if readErr == nil {
+		w.latest = &e
+		// Observed now: not earlier than the write that beat us.
 	}
 }
 

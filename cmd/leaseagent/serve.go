@@ -242,7 +242,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		logger.Info("serving metrics", "addr", r.metrics.Addr().String())
 	}
 
+	// The embedded server fsyncs every write (SyncAlways), so claims gain
+	// from sharing fsyncs in atomic batches; an external server's policy
+	// is unknown, and without SyncAlways batches only cost.
+	minBatch := 0
+	if cfg.NATSURL == "" {
+		minBatch = actors.DefaultMinBatch
+	}
 	r.mgr, err = startManager(ctx, cfg, r.srv, actors.Config{
+		MinBatch:      minBatch,
 		Metrics:       m,
 		Conn:          r.nc,
 		Bucket:        cfg.Bucket,
