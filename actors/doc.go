@@ -51,6 +51,14 @@
 // flight together; writes for one lease run one at a time, in order of
 // arrival. A slow write for one lease delays only requests for that lease.
 //
+// With Config.MinBatch set (group commit, for servers that fsync every
+// write), a namespace keeps one round of writes in flight: a write decided
+// while nothing is in flight goes out alone at once, and the writes decided
+// meanwhile go out together when the round lands, as one JetStream atomic
+// batch if there are at least MinBatch of them. A batch is all or nothing;
+// when the server refuses one because a key moved, only the writes whose
+// key moved fail (as a lost race does) and the rest are sent again.
+//
 // # Failures
 //
 // If a namespace actor panics it is restarted with the store (and the

@@ -81,8 +81,12 @@ type (
 	}
 	// roundDone carries a round of store writes that have run.
 	roundDone struct {
-		incarnation uint64
-		writes      []pendingWrite
+		incarnation, round uint64
+		writes             []pendingWrite
+	}
+	// roundSlow says a round has been in flight for maxRoundWait.
+	roundSlow struct {
+		incarnation, round uint64
 	}
 	// lingered ends the wait for the writers of a batch to come back.
 	lingered struct {
@@ -158,7 +162,9 @@ type namespaceActor struct {
 	current any   // the message being handled, failed if it crashes the actor
 
 	ops      map[string][]*op // per lease: the running op first, then the queue
-	inFlight bool             // a round of writes is in flight (group commit)
+	inFlight map[uint64]bool  // the rounds of writes in flight (group commit), by number
+	rounds   uint64           // rounds sent so far
+	slow     bool             // a round in flight has taken maxRoundWait: send without waiting
 	pending  []pendingWrite   // writes decided since, for the next round
 	// After a batch lands, the next round waits (lingers) a moment for its
 	// writers' next writes, up to as many as it had.
@@ -196,6 +202,7 @@ func newNamespaceActor(rt *runtime, shared *namespaceShared) *namespaceActor {
 		log:         rt.cfg.Logger.With("namespace", shared.name),
 		incarnation: shared.incarnations,
 		ops:         make(map[string][]*op),
+		inFlight:    make(map[uint64]bool),
 		waiters:     make(map[string]map[*waiter]struct{}),
 
 		expiredSubject: protocol.EventSubject(rt.cfg.Prefix, protocol.EventExpired, shared.name, ""),
@@ -244,6 +251,11 @@ func (a *namespaceActor) receive(msg any) {
 		a.onLoaded(m)
 	case *roundDone:
 		a.onRoundDone(m)
+	case *roundSlow:
+		if m.incarnation == a.incarnation && a.inFlight[m.round] {
+			a.slow = true
+			a.flush()
+		}
 	case *lingered:
 		if m.incarnation == a.incarnation && m.generation == a.lingerGen && a.lingering {
 			a.lingering = false
@@ -358,12 +370,14 @@ func (a *namespaceActor) step(o *op) {
 // write per lease.
 func (a *namespaceActor) submit(p pendingWrite) {
 	if a.rt.cfg.MinBatch <= 0 {
-		a.send([]pendingWrite{p})
+		a.send(0, []pendingWrite{p})
 		return
 	}
 	a.pending = append(a.pending, p)
 	switch {
-	case a.inFlight:
+	case a.slow:
+		a.flush()
+	case len(a.inFlight) > 0:
 	case !a.lingering:
 		a.flush()
 	case len(a.pending) >= a.lingerFor:
@@ -385,9 +399,21 @@ func (a *namespaceActor) flush() {
 	} else {
 		a.pending = nil
 	}
-	a.inFlight = true
-	a.send(round)
+	a.rounds++
+	a.inFlight[a.rounds] = true
+	a.send(a.rounds, round)
+	// A stuck round must not hold up the writes of other leases for
+	// long: after maxRoundWait they go out beside it.
+	msg := &roundSlow{incarnation: a.incarnation, round: a.rounds}
+	self, root := a.self, a.rt.system.Root
+	time.AfterFunc(maxRoundWait, func() { root.Send(self, msg) })
 }
+
+// maxRoundWait is how long writes wait, at most, for the round in flight
+// before they go out beside it: far longer than a round takes (a few
+// milliseconds with fsync), so only a stuck write (a slow store, a lease
+// whose write waits for a timeout) triggers it. Real time, like linger.
+const maxRoundWait = 20 * time.Millisecond
 
 // linger is how long, at most, the round after a batch waits for the
 // batch's writers to come back with their next writes. Without it, the
@@ -399,7 +425,7 @@ const linger = time.Millisecond
 
 // send runs a round of writes off the actor's goroutine; their outcomes
 // come back in one message.
-func (a *namespaceActor) send(round []pendingWrite) {
+func (a *namespaceActor) send(id uint64, round []pendingWrite) {
 	incarnation, self, rt, name := a.incarnation, a.self, a.rt, a.name
 	go func() {
 		ws := make([]*natskv.Write, len(round))
@@ -407,7 +433,7 @@ func (a *namespaceActor) send(round []pendingWrite) {
 			ws[i] = p.write
 		}
 		rt.runWrites(name, ws)
-		rt.system.Root.Send(self, &roundDone{incarnation: incarnation, writes: round})
+		rt.system.Root.Send(self, &roundDone{incarnation: incarnation, round: id, writes: round})
 	}()
 }
 
@@ -421,7 +447,10 @@ func (a *namespaceActor) onRoundDone(m *roundDone) {
 	if m.incarnation != a.incarnation || a.rt.cfg.MinBatch <= 0 {
 		return
 	}
-	a.inFlight = false
+	delete(a.inFlight, m.round)
+	if len(a.inFlight) == 0 {
+		a.slow = false
+	}
 	n := len(m.writes)
 	if n < a.rt.cfg.MinBatch || len(a.pending) >= n {
 		a.flush()

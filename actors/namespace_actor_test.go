@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -373,35 +374,41 @@ func TestSameLeaseInTwoNamespaces(t *testing.T) {
 	h.mustHold(b, "l", "hb")
 }
 
-// Without group commit (MinBatch 0, the default) every write goes out as soon as it is
-// decided. (With it, writes wait for the round in flight: TestGroupCommit.)
+// Without group commit (MinBatch 0, the default) every write goes out as
+// soon as it is decided; with it, writes wait for the round in flight, but
+// only for maxRoundWait when that round is stuck.
 func TestSlowWriteDoesNotDelayOtherLeases(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	h := newHarness(t, func(cfg *Config) {
-		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
-			if w.Lease() == "slow" {
-				close(entered)
-				<-release
+	for _, minBatch := range []int{0, DefaultMinBatch} {
+		t.Run(fmt.Sprintf("MinBatch=%d", minBatch), func(t *testing.T) {
+			entered, release := make(chan struct{}), make(chan struct{})
+			h := newHarness(t, func(cfg *Config) {
+				cfg.MinBatch = minBatch
+				cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+					if w.Lease() == "slow" {
+						close(entered)
+						<-release
+					}
+					w.Run(ctx)
+				}
+			})
+			n := h.start("ns")
+			slow := make(chan error, 1)
+			go func() { slow <- n.ClaimContext(h.ctx(), "slow", "h", time.Minute) }()
+			<-entered
+			h.claim(n, "fast", "h", time.Minute)
+			h.mustHold(n, "fast", "h")
+			select {
+			case err := <-slow:
+				t.Fatalf("slow claim returned %v before its write finished", err)
+			default:
 			}
-			w.Run(ctx)
-		}
-	})
-	n := h.start("ns")
-	slow := make(chan error, 1)
-	go func() { slow <- n.ClaimContext(h.ctx(), "slow", "h", time.Minute) }()
-	<-entered
-	h.claim(n, "fast", "h", time.Minute)
-	h.mustHold(n, "fast", "h")
-	select {
-	case err := <-slow:
-		t.Fatalf("slow claim returned %v before its write finished", err)
-	default:
+			close(release)
+			if err := <-slow; err != nil {
+				t.Fatalf("slow claim: %v", err)
+			}
+			h.mustHold(n, "slow", "h")
+		})
 	}
-	close(release)
-	if err := <-slow; err != nil {
-		t.Fatalf("slow claim: %v", err)
-	}
-	h.mustHold(n, "slow", "h")
 }
 
 func TestWritesForOneLeaseStayInOrder(t *testing.T) {

@@ -56,9 +56,19 @@ func hour(holder string) lease.Request { return lease.Request{Holder: holder, Du
 // acknowledges a batch differently when it syncs), and every Write gets the
 // revision it created.
 func TestRunBatchMixed(t *testing.T) {
-	for _, sync := range []bool{true, false} {
-		t.Run(fmt.Sprintf("sync=%v", sync), func(t *testing.T) {
-			s := newStoreSync(t, sync)
+	stores := []struct {
+		name string
+		new  func(testing.TB) *testStore
+	}{
+		{"sync=true", func(t testing.TB) *testStore { return newStoreSync(t, true) }},
+		{"sync=false", func(t testing.TB) *testStore { return newStoreSync(t, false) }},
+		// A replicated bucket stages batches differently: the revisions
+		// inferred from the commit's ack must still be the stream's.
+		{"replicas=3", newClusterStore},
+	}
+	for _, st := range stores {
+		t.Run(st.name, func(t *testing.T) {
+			s := st.new(t)
 			must := mustPrepare(t)
 			if !s.bucket.AtomicBatches() {
 				t.Fatal("OpenBucket left atomic batches off")

@@ -2,6 +2,9 @@ package natskv_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,6 +54,65 @@ func newStoreSync(t testing.TB, sync bool) *testStore {
 		t.Fatalf("open bucket: %v", err)
 	}
 	return &testStore{js: js, bucket: b}
+}
+
+// newClusterStore starts three clustered JetStream servers (SyncAlways off)
+// and opens the default bucket with three replicas through the first.
+func newClusterStore(t testing.TB) *testStore {
+	t.Helper()
+	var routes []string
+	var ports []int
+	for range 3 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		routes = append(routes, "nats-route://"+l.Addr().String())
+		_ = l.Close()
+	}
+	servers := make([]*embedded.Server, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range servers {
+		wg.Go(func() {
+			servers[i], errs[i] = embedded.Start(embedded.Config{
+				Name: fmt.Sprintf("n%d", i), Port: -1, DataDir: t.TempDir(), NoSync: true,
+				Cluster: embedded.Cluster{Name: "c", Host: "127.0.0.1", Port: ports[i], Routes: routes},
+			})
+		})
+	}
+	wg.Wait()
+	for i, srv := range servers {
+		if errs[i] != nil {
+			t.Fatalf("start server %d: %v", i, errs[i])
+		}
+		t.Cleanup(srv.Shutdown)
+	}
+	nc, err := servers[0].Connect()
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	// The cluster elects its JetStream leader on its own time, with no
+	// event to wait on: try until the bucket opens.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		b, err := natskv.OpenBucket(ctx, natskv.BucketConfig{JetStream: js, Replicas: 3})
+		cancel()
+		if err == nil {
+			return &testStore{js: js, bucket: b}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("open a bucket with 3 replicas: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // client returns a Client of namespace on the store, on clock, refreshed.

@@ -243,8 +243,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 	}
 
 	// The embedded server fsyncs every write (SyncAlways), so claims gain
-	// from sharing fsyncs in atomic batches; an external server's policy
-	// is unknown, and without SyncAlways batches only cost.
+	// from sharing fsyncs in atomic batches (a clustered one shares its
+	// Raft proposals); an external server's policy is unknown, and without
+	// SyncAlways batches only cost.
 	minBatch := 0
 	if cfg.NATSURL == "" {
 		minBatch = actors.DefaultMinBatch
