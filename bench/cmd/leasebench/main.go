@@ -52,14 +52,24 @@ type options struct {
 	expiryLeases int
 	expiryLead   time.Duration
 	listSize     int
+	scaleLeases  int
+	trials       int
+	failoverDur  time.Duration
 	dir          string
 	parts        map[string]bool
 }
 
 // Parts of the suite that -parts can select.
-var allParts = []string{"core", "list", "expiry", "peers"}
+var allParts = []string{"core", "list", "expiry", "failover", "scale", "peers"}
 
 func main() {
+	if spec := os.Getenv(holderEnv); spec != "" {
+		if err := runHolder(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "leasebench holder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "leasebench:", err)
@@ -90,10 +100,13 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
 	fs.StringVar(&syncMode, "sync", "both", "durability modes: on (fsync before ack, the default), off, or both")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
-	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, peers (etcd and Redis, if installed)")
+	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), peers (etcd and Redis, if installed)")
 	fs.IntVar(&o.expiryLeases, "expiry-leases", 10000, "leases in the expiry row, due within one second")
 	fs.DurationVar(&o.expiryLead, "expiry-lead", 0, "how far ahead the expiry row's leases are due (0: 5s without fsync, 15s with)")
 	fs.IntVar(&o.listSize, "list-size", 10000, "leases in the listed namespace")
+	fs.IntVar(&o.scaleLeases, "scale-leases", 100000, "leases in the scale part's namespace")
+	fs.IntVar(&o.trials, "failover-trials", 5, "holder processes killed in the failover part")
+	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
 	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -127,8 +140,8 @@ func parseFlags(args []string) (options, error) {
 	default:
 		return o, fmt.Errorf("-sync: %q is not both, on or off", syncMode)
 	}
-	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 {
-		return o, fmt.Errorf("-duration, -list-size and -expiry-leases must be positive")
+	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 || o.scaleLeases < 2 || o.trials < 1 || o.failoverDur <= 0 {
+		return o, fmt.Errorf("-duration, -list-size, -expiry-leases, -scale-leases, -failover-trials and -failover-duration must be positive")
 	}
 	return o, nil
 }
@@ -171,13 +184,15 @@ type row struct {
 }
 
 type report struct {
-	Start    time.Time               `json:"start"`
-	Machine  string                  `json:"machine"`
-	Versions map[string]string       `json:"versions"`
-	Duration time.Duration           `json:"duration_per_row_ns"`
-	Rows     []*row                  `json:"rows"`
-	Expiry   map[string]expiryResult `json:"expiry,omitempty"` // by mode
-	Notes    []string                `json:"notes,omitempty"`
+	Start    time.Time                 `json:"start"`
+	Machine  string                    `json:"machine"`
+	Versions map[string]string         `json:"versions"`
+	Duration time.Duration             `json:"duration_per_row_ns"`
+	Rows     []*row                    `json:"rows"`
+	Expiry   map[string]expiryResult   `json:"expiry,omitempty"`   // by mode
+	Failover map[string]failoverResult `json:"failover,omitempty"` // by mode
+	Scale    *scaleResult              `json:"scale,omitempty"`
+	Notes    []string                  `json:"notes,omitempty"`
 }
 
 func (r *report) find(group, mode, name string, clients int) *row {
@@ -224,7 +239,8 @@ func run(o options, log io.Writer) (*report, error) {
 			"etcd":        commandVersion("etcd", "--version"),
 			"redis":       commandVersion("redis-server", "--version"),
 		},
-		Expiry: map[string]expiryResult{},
+		Expiry:   map[string]expiryResult{},
+		Failover: map[string]failoverResult{},
 	}
 	fmt.Fprintf(log, "leasebench: %s; %s\n", rep.Machine, versionLine(rep.Versions))
 
@@ -242,6 +258,18 @@ func run(o options, log io.Writer) (*report, error) {
 		fmt.Fprintf(log, "mode %s\n", mode)
 		if err := runMode(o, rep, log, sync); err != nil {
 			return nil, fmt.Errorf("mode %s: %w", mode, err)
+		}
+	}
+	if o.parts["scale"] {
+		fmt.Fprintf(log, "scale: %d leases, no fsync\n", o.scaleLeases)
+		x, err := scale(o.dir, false, o.scaleLeases)
+		if err != nil {
+			line := fmt.Sprintf("scale failed: %v", err)
+			fmt.Fprintln(log, line)
+			rep.Notes = append(rep.Notes, line)
+		} else {
+			rep.Scale = &x
+			fmt.Fprintf(log, "  filled in %v; RSS %.0f B/lease, heap %.0f B/lease; reload %v\n", x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
 		}
 	}
 	if o.peers {
@@ -305,6 +333,15 @@ func runMode(o options, rep *report, log io.Writer, sync bool) error {
 		rep.Expiry[mode] = x
 		fmt.Fprintf(log, "  expiry: %d/%d events; late p50 %s p99 %s max %s\n", x.Received, x.Claimed,
 			stats.FormatLatency(x.Late.P50), stats.FormatLatency(x.Late.P99), stats.FormatLatency(x.Late.Max))
+	}
+	if o.parts["failover"] {
+		x, err := e.failover(o.trials, o.failoverDur)
+		if err != nil {
+			return fmt.Errorf("failover: %w", err)
+		}
+		rep.Failover[mode] = x
+		fmt.Fprintf(log, "  failover: %d trials, %v leases; over the duration p50 %s max %s\n", x.Trials, x.Duration,
+			stats.FormatLatency(x.Over.P50), stats.FormatLatency(x.Over.Max))
 	}
 	return nil
 }
@@ -412,6 +449,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "leasebench %s: %s\n%s; %v per row\n\n", r.Start.Format(time.DateTime), r.Machine, versionLine(r.Versions), r.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "group\tmode\trow\tclients\tops/s\tp50\tp99\tratio\tagainst\ttarget\t")
+	var errs []string
 	for _, x := range r.Rows {
 		ratio := "-"
 		if x.Ratio != nil {
@@ -419,12 +457,16 @@ func (r *report) print(w io.Writer) {
 		}
 		name := x.Name
 		if x.Errors > 0 || x.FirstError != "" {
-			name += fmt.Sprintf(" (%d errors: %s)", x.Errors, x.FirstError)
+			name += " (!)"
+			errs = append(errs, fmt.Sprintf("(!) %s %s %s at %d: %d errors, first: %s", x.Group, x.Mode, x.Name, x.Clients, x.Errors, x.FirstError))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Group, x.Mode, name, x.Clients,
 			stats.FormatRate(x.Rate), stats.FormatLatency(x.P50), stats.FormatLatency(x.P99), ratio, x.Baseline, x.Target)
 	}
 	_ = tw.Flush()
+	for _, line := range errs {
+		fmt.Fprintln(w, line)
+	}
 	if len(r.Expiry) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -438,6 +480,22 @@ func (r *report) print(w io.Writer) {
 				stats.FormatLatency(x.Late.P50), stats.FormatLatency(x.Late.P99), stats.FormatLatency(x.Late.Max))
 		}
 		_ = tw.Flush()
+	}
+	if len(r.Failover) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "failover\ttrials\tduration\tover p50\tover max\ttarget\t")
+		for _, mode := range []string{modeFsync, modeNoFsync} {
+			if x, ok := r.Failover[mode]; ok {
+				fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t<= 100ms\t\n", mode, x.Trials, x.Duration,
+					stats.FormatLatency(x.Over.P50), stats.FormatLatency(x.Over.Max))
+			}
+		}
+		_ = tw.Flush()
+	}
+	if x := r.Scale; x != nil {
+		fmt.Fprintf(w, "\nscale (no fsync): %d leases in one namespace, filled in %v; RSS %.0f B/lease (target <= 1024), Go heap %.0f B/lease; restart to a full list %v\n",
+			x.Leases, x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, n)

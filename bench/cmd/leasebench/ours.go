@@ -43,6 +43,13 @@ func startEnv(parent string, sync bool) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	return startEnvIn(dir, sync)
+}
+
+// startEnvIn starts an env on the data in dir, which stop removes unless
+// e.dir is cleared.
+func startEnvIn(dir string, sync bool) (*env, error) {
+	var err error
 	e := &env{sync: sync, dir: dir}
 	e.srv, err = embedded.Start(embedded.Config{
 		Port:    embedded.RandomPort,
@@ -98,7 +105,9 @@ func (e *env) stop() {
 		e.agentNC.Close()
 	}
 	e.srv.Shutdown()
-	_ = os.RemoveAll(e.dir)
+	if e.dir != "" {
+		_ = os.RemoveAll(e.dir)
+	}
 }
 
 // tcpConn opens a new client connection over loopback TCP.
@@ -165,7 +174,8 @@ func (e *env) rawKVSequential(d time.Duration, n int, tag string) (stats.Result,
 
 // rawKVPipelined: n goroutines, each publishing create-if-absent writes of
 // new keys without waiting, at most 4096 in flight in all; a write's
-// latency is from its publish to its acknowledgement.
+// latency is from its publish to its acknowledgement, so mostly the queue
+// ahead of it (4096 / rate).
 func (e *env) rawKVPipelined(d time.Duration, n int, tag string) (stats.Result, error) {
 	nc, err := e.srv.Connect()
 	if err != nil {
@@ -199,7 +209,7 @@ func (e *env) rawKVPipelined(d time.Duration, n int, tag string) (stats.Result, 
 				subj := fmt.Sprintf("$KV.%s.bench.pipe.%s.%d.%d", natskv.DefaultBucket, tag, g, i)
 				t := time.Now()
 				f, err := js.PublishMsgAsync(&nats.Msg{Subject: subj, Data: []byte("holder-and-expiry-")},
-					jetstream.WithExpectLastSequencePerSubject(0))
+					jetstream.WithExpectLastSequencePerSubject(0), jetstream.WithStallWait(time.Minute))
 				if err != nil {
 					mu.Lock()
 					res.Errors++

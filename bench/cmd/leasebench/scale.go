@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/bench/stats"
+	"github.com/leaseagent/lease/client"
+)
+
+// scaleResult is what holding many leases in one namespace costs.
+type scaleResult struct {
+	Leases int `json:"leases"`
+	// Fill is how long claiming them took, from 32 clients.
+	Fill time.Duration `json:"fill_ns"`
+	// RSSPerLease is the growth of this process's resident memory (the
+	// agent and its embedded NATS server, as leaseagent runs by default)
+	// per lease, after a GC; HeapPerLease the Go heap's growth alone.
+	RSSPerLease  float64 `json:"rss_bytes_per_lease"`
+	HeapPerLease float64 `json:"heap_bytes_per_lease"`
+	// Reload is how long a restarted agent (server, manager and service
+	// started again on the same data) took to answer a list of all of
+	// them, from the start of the restart.
+	Reload time.Duration `json:"reload_ns"`
+}
+
+// vmRSS returns this process's resident memory in bytes.
+func vmRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/self/status")
+}
+
+func settledMemory() (rss int64, heap uint64, err error) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	rss, err = vmRSS()
+	return rss, ms.HeapInuse, err
+}
+
+// scale claims count leases in one namespace of a fresh agent, measures
+// the memory they take, restarts the agent on the same data and measures
+// how long it takes to list them all.
+func scale(parent string, sync bool, count int) (scaleResult, error) {
+	res := scaleResult{Leases: count}
+	e, err := startEnv(parent, sync)
+	if err != nil {
+		return res, err
+	}
+	dir := e.dir
+	e.dir = "" // keep the data for the restart
+	defer os.RemoveAll(dir)
+	cs, err := e.clientsN(32)
+	if err != nil {
+		e.stop()
+		return res, err
+	}
+	// One lease first, so the namespace's actor exists before the baseline.
+	if err := cs[0].Namespace("scale").Claim("first", "h", 12*time.Hour); err != nil {
+		e.stop()
+		return res, err
+	}
+	rss0, heap0, err := settledMemory()
+	if err != nil {
+		e.stop()
+		return res, err
+	}
+	start := time.Now()
+	err = parallelEach(32, count-1, func(i int) error {
+		return cs[i%32].Namespace("scale").Claim(fmt.Sprintf("lease-%07d", i), fmt.Sprintf("holder-%07d", i), 12*time.Hour)
+	})
+	res.Fill = time.Since(start)
+	if err != nil {
+		e.stop()
+		return res, err
+	}
+	rss1, heap1, err := settledMemory()
+	if err != nil {
+		e.stop()
+		return res, err
+	}
+	res.RSSPerLease = float64(rss1-rss0) / float64(count)
+	res.HeapPerLease = (float64(heap1) - float64(heap0)) / float64(count)
+	e.stop()
+
+	start = time.Now()
+	e2, err := startEnvIn(dir, sync)
+	if err != nil {
+		return res, fmt.Errorf("restart: %w", err)
+	}
+	e2.dir = ""
+	defer e2.stop()
+	cs, err = e2.clientsN(1)
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	ls, err := cs[0].Namespace("scale").Leases(ctx)
+	res.Reload = time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("list after restart: %w", err)
+	}
+	if len(ls) != count {
+		return res, fmt.Errorf("listed %d leases after restart, want %d", len(ls), count)
+	}
+	return res, nil
+}
+
+// failoverResult is how long a lease stays unheld after its holder dies,
+// beyond the lease's own duration.
+type failoverResult struct {
+	Trials   int           `json:"trials"`
+	Duration time.Duration `json:"duration_ns"`
+	// Over is, per trial, when the waiting candidate held the lease minus
+	// when the killed holder's last renewal ran out (its start plus the
+	// duration).
+	Over stats.Summary `json:"over"`
+}
+
+// holderEnv names the environment variable that makes leasebench a holder
+// process: it claims a lease on the given server and renews it every
+// duration/2, printing the wall-clock start of every successful claim,
+// until it is killed.
+const holderEnv = "LEASEBENCH_HOLDER"
+
+// runHolder is the holder process; spec is url|namespace|lease|duration.
+func runHolder(spec string) error {
+	parts := strings.Split(spec, "|")
+	if len(parts) != 4 {
+		return fmt.Errorf("bad %s %q", holderEnv, spec)
+	}
+	d, err := time.ParseDuration(parts[3])
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(parts[0])
+	if err != nil {
+		return err
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		return err
+	}
+	ns := c.Namespace(parts[1])
+	for {
+		start := time.Now()
+		if err := ns.Claim(parts[2], "holder", d); err != nil {
+			return err
+		}
+		fmt.Printf("held %d\n", start.UnixNano())
+		time.Sleep(d / 2)
+	}
+}
+
+// failover runs trials of: a holder process holds a lease, renewing it at
+// duration/2; a candidate in this process waits for it; after the holder's
+// second renewal it is killed with SIGKILL; the candidate claims the lease
+// as soon as it is free. Each trial records how long after the holder's
+// last renewal ran out the candidate held it.
+func (e *env) failover(trials int, d time.Duration) (failoverResult, error) {
+	res := failoverResult{Trials: trials, Duration: d}
+	self, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	cs, err := e.clientsN(1)
+	if err != nil {
+		return res, err
+	}
+	ns := cs[0].Namespace("failover")
+	var r stats.Result
+	for t := range trials {
+		name := fmt.Sprintf("f%d", t)
+		cmd := exec.Command(self)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|failover|%s|%s", holderEnv, e.srv.ClientURL(), name, d))
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return res, err
+		}
+		if err := cmd.Start(); err != nil {
+			return res, err
+		}
+		lines := bufio.NewScanner(out)
+		var last time.Time
+		for range 3 { // the claim and two renewals
+			if !lines.Scan() {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return res, fmt.Errorf("holder process stopped: %v", lines.Err())
+			}
+			ns, err := strconv.ParseInt(strings.TrimPrefix(lines.Text(), "held "), 10, 64)
+			if err != nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return res, fmt.Errorf("holder said %q", lines.Text())
+			}
+			last = time.Unix(0, ns)
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		go func() { _, _ = io.Copy(io.Discard, out) }()
+		_ = cmd.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 4*d+30*time.Second)
+		var held time.Time
+		for {
+			if err := ns.WaitUntilExpiredContext(ctx, name); err != nil {
+				cancel()
+				return res, err
+			}
+			err := ns.ClaimContext(ctx, name, "candidate", d)
+			if err == nil {
+				held = time.Now()
+				break
+			}
+			if !errors.Is(err, lease.ErrClaimDenied) {
+				cancel()
+				return res, err
+			}
+		}
+		cancel()
+		r.Ops++
+		r.Latencies = append(r.Latencies, held.Sub(last.Add(d)))
+	}
+	r.Elapsed = time.Second
+	res.Over = r.Summarise()
+	return res, nil
+}
