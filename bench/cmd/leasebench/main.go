@@ -107,6 +107,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.scaleLeases, "scale-leases", 100000, "leases in the scale part's namespace")
 	fs.IntVar(&o.trials, "failover-trials", 5, "holder processes killed in the failover part")
 	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
+	fs.IntVar(&minBatch, "min-batch", -1, "group commit's actors.Config.MinBatch (0: off); -1: as leaseagent with its embedded server (on with fsync, off without)")
 	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -238,6 +239,7 @@ func run(o options, log io.Writer) (*report, error) {
 			"nats-server": server.VERSION,
 			"etcd":        commandVersion("etcd", "--version"),
 			"redis":       commandVersion("redis-server", "--version"),
+			"min-batch":   fmt.Sprintf("fsync %d, no-fsync %d", minBatchFor(true), minBatchFor(false)),
 		},
 		Expiry:   map[string]expiryResult{},
 		Failover: map[string]failoverResult{},
@@ -526,5 +528,5 @@ func commandVersion(name string, args ...string) string {
 }
 
 func versionLine(v map[string]string) string {
-	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s", v["go"], v["nats-server"], v["etcd"], v["redis"])
+	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s; group commit MinBatch: %s", v["go"], v["nats-server"], v["etcd"], v["redis"], v["min-batch"])
 }

@@ -46,6 +46,22 @@ func startEnv(parent string, sync bool) (*env, error) {
 	return startEnvIn(dir, sync)
 }
 
+// minBatch is actors.Config.MinBatch for the agents the suite starts; -1:
+// as leaseagent sets it for its embedded server (group commit on with
+// fsync, off without: without fsync batches only cost).
+var minBatch = -1
+
+func minBatchFor(sync bool) int {
+	switch {
+	case minBatch >= 0:
+		return minBatch
+	case sync:
+		return actors.DefaultMinBatch
+	default:
+		return 0
+	}
+}
+
 // startEnvIn starts an env on the data in dir, which stop removes unless
 // e.dir is cleared.
 func startEnvIn(dir string, sync bool) (*env, error) {
@@ -68,6 +84,7 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e.mgr, err = actors.New(ctx, actors.Config{
+		MinBatch:    minBatchFor(sync),
 		Conn:        e.agentNC,
 		MaxDuration: 24 * time.Hour,
 		Logger:      quiet,
