@@ -496,7 +496,7 @@ func (r *report) print(w io.Writer) {
 		_ = tw.Flush()
 	}
 	if x := r.Scale; x != nil {
-		fmt.Fprintf(w, "\nscale (no fsync): %d leases in one namespace, filled in %v; RSS %.0f B/lease (target <= 1024), Go heap %.0f B/lease; restart to a full list %v\n",
+		fmt.Fprintf(w, "\nscale (no fsync): %d leases in one namespace, filled in %v; RSS %.0f B/lease (target <= 1024), Go heap %.0f B/lease; restart to the first answer %v\n",
 			x.Leases, x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
 	}
 	for _, n := range r.Notes {
