@@ -60,7 +60,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -545,19 +545,46 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 	if err != nil {
 		return failure(protocol.OpList, err)
 	}
+	names := make([]string, 0, len(leases))
+	for name := range leases {
+		if name > in.GetAfter() {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
 	now := s.cfg.Manager.Clock().Now()
 	out := &messages.ListReply{Status: protocol.Status(nil)}
-	for name, info := range leases {
+	// A page holds what fits in one message, with room for the status,
+	// headers and the next field.
+	room := int(s.cfg.Conn.MaxPayload()) - listReplyOverhead
+	for i, name := range names {
+		info := leases[name]
 		var f natskv.Fence
 		_ = info.Trapdoor(&f)
-		out.Leases = append(out.Leases, &messages.LeaseInfo{
+		l := &messages.LeaseInfo{
 			Lease: name, Holder: info.Holder, Revision: f.Revision,
 			ExpiresIn: durationpb.New(info.Expiry.Sub(now)),
-		})
+		}
+		size := proto.Size(l) + 4 // the field's tag and length
+		if req.json {
+			size *= 4 // field names, quoted numbers, durations as text
+		}
+		room -= size
+		if room < 0 || (in.GetLimit() > 0 && i == int(in.GetLimit())) {
+			if i == 0 {
+				return failure(protocol.OpList, fmt.Errorf("%w: the server's max payload (%d bytes) cannot hold one lease", protocol.ErrInternal, s.cfg.Conn.MaxPayload()))
+			}
+			out.Next = names[i-1]
+			break
+		}
+		out.Leases = append(out.Leases, l)
 	}
-	sort.Slice(out.Leases, func(i, j int) bool { return out.Leases[i].Lease < out.Leases[j].Lease })
 	return out
 }
+
+// listReplyOverhead is what a list reply needs beside its leases: the
+// status, the next lease name, and the headers of a JSON reply.
+const listReplyOverhead = 4096
 
 func (s *Service) release(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
 	var in messages.ReleaseRequest

@@ -60,20 +60,32 @@ type LeaseInfo struct {
 	Revision uint64
 }
 
-// Leases returns the held leases of the namespace, by name.
+// Leases returns the held leases of the namespace, by name. A namespace
+// too large for one reply is read a page at a time; the pages are read one
+// after another, so the result is no snapshot: a lease claimed or released
+// meanwhile may be in it or not.
 func (n *Namespace) Leases(ctx context.Context) ([]LeaseInfo, error) {
-	var out messages.ListReply
-	if err := n.c.call(ctx, protocol.OpList, n.name, &messages.ListRequest{}, &out, true); err != nil {
-		return nil, err
+	var leases []LeaseInfo
+	for after := ""; ; {
+		var out messages.ListReply
+		if err := n.c.call(ctx, protocol.OpList, n.name, &messages.ListRequest{After: after}, &out, true); err != nil {
+			return nil, err
+		}
+		for _, l := range out.GetLeases() {
+			leases = append(leases, LeaseInfo{
+				Lease: l.GetLease(), Holder: l.GetHolder(),
+				ExpiresIn: l.GetExpiresIn().AsDuration(), Revision: l.GetRevision(),
+			})
+		}
+		switch next := out.GetNext(); {
+		case next == "":
+			return leases, nil
+		case next <= after:
+			return nil, fmt.Errorf("%w: list %s: the next page starts at %q, not after %q", protocol.ErrInternal, n.name, next, after)
+		default:
+			after = next
+		}
 	}
-	leases := make([]LeaseInfo, 0, len(out.GetLeases()))
-	for _, l := range out.GetLeases() {
-		leases = append(leases, LeaseInfo{
-			Lease: l.GetLease(), Holder: l.GetHolder(),
-			ExpiresIn: l.GetExpiresIn().AsDuration(), Revision: l.GetRevision(),
-		})
-	}
-	return leases, nil
 }
 
 // State is whether a lease is held and by whom.

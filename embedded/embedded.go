@@ -63,6 +63,10 @@ type Config struct {
 	// machine fails.
 	NoSync bool
 
+	// MaxPayload is the largest message body the server accepts, in
+	// bytes; 0 is NATS's default, 1 MiB.
+	MaxPayload int32
+
 	// DontListen starts the server without a TCP listener; only
 	// connections made with [Server.Connect] reach it.
 	DontListen bool
@@ -105,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.Port < RandomPort || c.Port > 65535 {
 		bad("Port", "must be -1 (random), 0 (default 4222) or 1..65535, got %d", c.Port)
+	}
+	if c.MaxPayload < 0 {
+		bad("MaxPayload", "must not be negative, got %d", c.MaxPayload)
 	}
 	if c.DataDir == "" {
 		bad("DataDir", "must not be empty")
@@ -188,6 +195,7 @@ func Start(cfg Config) (*Server, error) {
 		NoLog:                  cfg.Logger == nil,
 		NoSigs:                 true,
 		DisableJetStreamBanner: true,
+		MaxPayload:             cfg.MaxPayload,
 	}
 	if err := cfg.applySecurity(opts); err != nil {
 		return nil, err

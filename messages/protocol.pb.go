@@ -425,8 +425,15 @@ func (x *CheckReply) GetKey() string {
 }
 
 // ListRequest asks for the leases held in a namespace.
+// ListRequest asks for the held leases of a namespace, in name order, one
+// page at a time: a reply holds as many as fit in one NATS message (or
+// limit), and its next says where the following page starts.
 type ListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start after this lease name; empty: from the first.
+	After string `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	// At most this many leases; 0: as many as fit in one reply.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +466,20 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
 	return file_protocol_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
 }
 
 type LeaseInfo struct {
@@ -532,9 +553,14 @@ func (x *LeaseInfo) GetRevision() uint64 {
 }
 
 type ListReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
-	Leases        []*LeaseInfo           `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	Leases []*LeaseInfo           `protobuf:"bytes,2,rep,name=leases,proto3" json:"leases,omitempty"`
+	// Set when more leases follow: ask again with after = next. Each page is
+	// read when it is asked for, so a list of several pages is no snapshot:
+	// a lease claimed or released meanwhile may be in it or not. No lease is
+	// in two pages.
+	Next          string `protobuf:"bytes,3,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +607,13 @@ func (x *ListReply) GetLeases() []*LeaseInfo {
 		return x.Leases
 	}
 	return nil
+}
+
+func (x *ListReply) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
 }
 
 // ReleaseRequest gives up a lease that holder holds.
@@ -828,17 +861,20 @@ const file_protocol_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x12\x16\n" +
 	"\x06bucket\x18\x03 \x01(\tR\x06bucket\x12\x10\n" +
-	"\x03key\x18\x04 \x01(\tR\x03key\"\r\n" +
-	"\vListRequest\"\x8f\x01\n" +
+	"\x03key\x18\x04 \x01(\tR\x03key\"9\n" +
+	"\vListRequest\x12\x14\n" +
+	"\x05after\x18\x01 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x8f\x01\n" +
 	"\tLeaseInfo\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x128\n" +
 	"\n" +
 	"expires_in\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\texpiresIn\x12\x1a\n" +
-	"\brevision\x18\x04 \x01(\x04R\brevision\"l\n" +
+	"\brevision\x18\x04 \x01(\x04R\brevision\"\x80\x01\n" +
 	"\tListReply\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\x120\n" +
-	"\x06leases\x18\x02 \x03(\v2\x18.leaseagent.v1.LeaseInfoR\x06leases\">\n" +
+	"\x06leases\x18\x02 \x03(\v2\x18.leaseagent.v1.LeaseInfoR\x06leases\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\tR\x04next\">\n" +
 	"\x0eReleaseRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\"=\n" +

@@ -1,0 +1,140 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/agent"
+	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/internal/testenv"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/protocol"
+)
+
+// claimAll claims count leases l000, l001, ... of namespace ns through m.
+func claimAll(t *testing.T, m *actors.Manager, ns string, count int) []string {
+	t.Helper()
+	var names []string
+	for i := range count {
+		name := fmt.Sprintf("l%03d", i)
+		if err := m.Namespace(ns).ClaimContext(context.Background(), name, "holder", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	return names
+}
+
+func TestListIsPagedByLimit(t *testing.T) {
+	e := testenv.Start(t)
+	want := claimAll(t, e.Manager, "ns", 5)
+	nc := e.Connect(t)
+	var got []string
+	after := ""
+	for page := 0; ; page++ {
+		if page > 5 {
+			t.Fatalf("more pages than leases; so far %v", got)
+		}
+		msg := request(t, nc, "lease.list.ns", marshal(t, &messages.ListRequest{After: after, Limit: 2}), nil)
+		var out messages.ListReply
+		if err := proto.Unmarshal(msg.Data, &out); err != nil {
+			t.Fatal(err)
+		}
+		if len(out.GetLeases()) > 2 {
+			t.Fatalf("page of %d leases with limit 2", len(out.GetLeases()))
+		}
+		for _, l := range out.GetLeases() {
+			got = append(got, l.GetLease())
+		}
+		if out.GetNext() == "" {
+			break
+		}
+		if out.GetNext() != got[len(got)-1] {
+			t.Fatalf("next = %q, want the page's last lease %q", out.GetNext(), got[len(got)-1])
+		}
+		after = out.GetNext()
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("pages gave %v, want %v", got, want)
+	}
+}
+
+// A namespace too large for one message is listed a page at a time, each
+// within the server's max payload, in protobuf and in JSON, and the client
+// joins the pages.
+func TestListPagesFitTheMaxPayload(t *testing.T) {
+	const maxPayload = 16 * 1024
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true, MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc := connect(t, srv)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{Conn: nc, Manager: m, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	want := claimAll(t, m, "ns", 600) // about 40 KB of lease infos
+
+	for _, json := range []bool{false, true} {
+		t.Run(fmt.Sprintf("json=%v", json), func(t *testing.T) {
+			var header nats.Header
+			if json {
+				header = nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+			}
+			body, err := protocol.Encode(&messages.ListRequest{}, json)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := request(t, connect(t, srv), "lease.list.ns", body, header)
+			var out messages.ListReply
+			if json {
+				err = protojson.Unmarshal(msg.Data, &out)
+			} else {
+				err = proto.Unmarshal(msg.Data, &out)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.GetStatus().GetCode() != messages.Code_CODE_OK || out.GetNext() == "" || len(out.GetLeases()) == 0 {
+				t.Fatalf("first page: status %v, %d leases, next %q; want part of the leases and a next", out.GetStatus(), len(out.GetLeases()), out.GetNext())
+			}
+			if len(msg.Data) > maxPayload {
+				t.Fatalf("page of %d bytes, over the max payload %d", len(msg.Data), maxPayload)
+			}
+		})
+	}
+	c, err := client.New(connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases, err := c.Namespace("ns").Leases(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range leases {
+		got = append(got, l.Lease)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("client listed %d leases (first %v), want all %d in order", len(got), got[:min(3, len(got))], len(want))
+	}
+}
