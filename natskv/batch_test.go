@@ -31,13 +31,6 @@ func (s *testStore) latestRevision(t testing.TB, key string) uint64 {
 	return msg.Sequence
 }
 
-// prepared is a Write and what it should give.
-type prepared struct {
-	w       *natskv.Write
-	key     string
-	wantErr error // nil, or the sentinel Apply's error must wrap
-}
-
 // mustPrepare returns a function that fails the test if a Prepare failed.
 func mustPrepare(t *testing.T) func(*natskv.Write, error) *natskv.Write {
 	return func(w *natskv.Write, err error) *natskv.Write {
