@@ -22,6 +22,18 @@ type Result struct {
 	Latencies []time.Duration
 }
 
+// Add records one worker's share of a row: its latencies, how many of its
+// operations failed and the first error. It is not safe for concurrent
+// use: workers serialise their calls.
+func (r *Result) Add(latencies []time.Duration, errors int, firstErr error) {
+	r.Ops += len(latencies)
+	r.Errors += errors
+	r.Latencies = append(r.Latencies, latencies...)
+	if firstErr != nil && r.FirstError == nil {
+		r.FirstError = firstErr
+	}
+}
+
 // Summary is what a row prints.
 type Summary struct {
 	Ops        int           `json:"ops"`

@@ -42,12 +42,7 @@ func closedLoop(d time.Duration, n int, op func(g, i int) error) stats.Result {
 				lat = append(lat, time.Since(t))
 			}
 			mu.Lock()
-			res.Ops += len(lat)
-			res.Errors += errs
-			res.Latencies = append(res.Latencies, lat...)
-			if firstErr != nil && res.FirstError == nil {
-				res.FirstError = firstErr
-			}
+			res.Add(lat, errs, firstErr)
 			mu.Unlock()
 		}()
 	}

@@ -256,12 +256,7 @@ func (e *env) rawKVPipelined(d time.Duration, n int, tag string) (stats.Result, 
 				}
 			}
 			mu.Lock()
-			res.Ops += len(lat)
-			res.Errors += errs
-			res.Latencies = append(res.Latencies, lat...)
-			if firstErr != nil && res.FirstError == nil {
-				res.FirstError = firstErr
-			}
+			res.Add(lat, errs, firstErr)
 			mu.Unlock()
 		}()
 	}
