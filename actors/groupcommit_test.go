@@ -261,3 +261,32 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// With group commit, leases that expire together are expired in batches,
+// not one write after another.
+func TestExpiriesShareRounds(t *testing.T) {
+	const leases = 64
+	log := &roundLog{}
+	h := newHarness(t, func(cfg *Config) {
+		cfg.MinBatch = DefaultMinBatch
+		cfg.hooks.round = log.add
+	})
+	n := h.start("ns")
+	for i := range leases {
+		h.claim(n, fmt.Sprintf("l%02d", i), "h", time.Minute)
+		h.expectClaimed("ns", fmt.Sprintf("l%02d", i), "h")
+	}
+	before := len(log.get())
+	h.clock.Advance(time.Minute + 1)
+	for i := range leases {
+		h.expectExpired("ns", fmt.Sprintf("l%02d", i), "h")
+	}
+	var largest int
+	rounds := log.get()[before:]
+	for _, r := range rounds {
+		largest = max(largest, r.stats.Largest)
+	}
+	if largest < DefaultMinBatch || len(rounds) > leases/4 {
+		t.Fatalf("%d expiries took %d rounds, the largest batch %d writes; want a few rounds of batches", leases, len(rounds), largest)
+	}
+}

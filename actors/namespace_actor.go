@@ -180,7 +180,8 @@ type namespaceActor struct {
 	nextLoad  []*checkRequest // checks waiting for the one after
 
 	expiring []string // due leases still to expire, in name order
-	expiryOn bool     // an expiry from that batch is running
+	expiries int      // expiries running; the namespace reloads when the last ends
+	expired  bool     // the batch running started an expiry
 
 	timer      clock.Timer
 	generation uint64
@@ -556,7 +557,7 @@ func (a *namespaceActor) finish(o *op, err error) {
 		a.rt.cfg.Metrics.Claim(a.name, claimResult(o, err))
 	}
 	if o.kind == opExpire {
-		a.expireNext()
+		a.expiryEnded()
 	}
 	queue := a.ops[o.lease]
 	if len(queue) > 0 && queue[0] == o {
@@ -731,7 +732,7 @@ func (a *namespaceActor) onLoaded(m *loaded) {
 	a.reschedule()
 }
 
-// expireDue queues due leases for expiry, in name order, one at a time.
+// expireDue queues due leases for expiry, in name order.
 func (a *namespaceActor) expireDue(names []string) {
 	for _, name := range names {
 		if !slices.Contains(a.expiring, name) {
@@ -739,28 +740,48 @@ func (a *namespaceActor) expireDue(names []string) {
 		}
 	}
 	slices.Sort(a.expiring)
-	if !a.expiryOn {
-		a.expireNext()
-	}
+	a.expireAll()
 }
 
-// expireNext starts the expiry of the next lease of the batch that is still
-// due; once the batch is done, it reloads the namespace.
-func (a *namespaceActor) expireNext() {
+// expireAll starts the expiry of the leases of the batch that are still
+// due, in name order: with group commit all at once, so that their writes
+// share rounds (which are applied in order); otherwise one at a time, each
+// starting when the one before has ended. Once the last has ended, the
+// namespace reloads.
+func (a *namespaceActor) expireAll() {
 	now := a.clock.Now()
-	for len(a.expiring) > 0 {
+	a.expiries++ // an expiry that ends at once must not start or reload anything in the middle
+	for len(a.expiring) > 0 && (a.rt.cfg.MinBatch > 0 || a.expiries == 1) {
 		name := a.expiring[0]
 		a.expiring = a.expiring[1:]
 		_, expiry, ok := a.store.Holder(name)
 		if !ok || !now.After(expiry) || len(a.ops[name]) > 0 {
 			continue // renewed, gone, or another op will see to it
 		}
-		a.expiryOn = true
+		a.expiries++
+		a.expired = true
 		a.enqueue(&op{kind: opExpire, lease: name})
+	}
+	a.expiries--
+	a.afterExpiries()
+}
+
+// expiryEnded counts an expiry out and starts the next, or reloads the
+// namespace after the last.
+func (a *namespaceActor) expiryEnded() {
+	a.expiries--
+	if len(a.expiring) > 0 {
+		a.expireAll()
 		return
 	}
-	if a.expiryOn {
-		a.expiryOn = false
+	a.afterExpiries()
+}
+
+// afterExpiries reloads the namespace once every expiry of a batch that
+// started any has ended.
+func (a *namespaceActor) afterExpiries() {
+	if a.expiries == 0 && len(a.expiring) == 0 && a.expired {
+		a.expired = false
 		a.load()
 	}
 }
@@ -839,7 +860,7 @@ func (a *namespaceActor) onTick(m *tick) {
 	if len(due) > 0 {
 		a.expireDue(due)
 	}
-	if !a.expiryOn {
+	if a.expiries == 0 {
 		a.load()
 	}
 }
