@@ -389,6 +389,12 @@ func (s *Service) dispatch(op string, m *nats.Msg, handle handler, wasForwarded 
 			}
 		}
 		out := handle(ctx, s.cfg.Manager.Namespace(ns), req)
+		if s.ctx.Err() != nil && ctx.Err() != nil {
+			// Stop cut the request short (it came in as the service was
+			// stopping): its outcome is unknown, and another agent, or this
+			// one restarted, may serve the retry.
+			out = failure(op, fmt.Errorf("%w: this agent is stopping; retry", protocol.ErrUnavailable))
+		}
 		if s.owners != nil && !s.owners.holds(ns, rt.tenure) {
 			// The answer may come from state another owner has changed.
 			out = failure(op, fmt.Errorf("%w: this agent stopped owning namespace %q while answering; retry", protocol.ErrUnavailable, ns))
