@@ -421,7 +421,9 @@ func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, ns, owner
 	})
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		// The owner has gone: it received nothing, so any call may retry.
+		// The owner has gone: it received nothing, so any call may retry,
+		// and the retry may find the namespace released.
+		s.owners.refreshSoon(ctx)
 		answer = &nats.Msg{Header: nats.Header{"Status": []string{"503"}}}
 	case err != nil:
 		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: forward to agent %q, which owns namespace %q: %w", protocol.ErrUnavailable, owner, ns, err)))

@@ -120,11 +120,13 @@ type owners struct {
 	log    *slog.Logger
 	margin time.Duration // Duration*ClockDriftRate
 
-	mu         sync.Mutex
-	store      *natskv.Client // the ownership leases; guarded by mu
-	owned      map[string]*tenure
-	busy       map[string]chan struct{} // namespaces with a write in flight
-	lastTenure uint64
+	mu          sync.Mutex
+	store       *natskv.Client // the ownership leases; guarded by mu
+	owned       map[string]*tenure
+	busy        map[string]chan struct{} // namespaces with a write in flight
+	lastTenure  uint64
+	closed      bool      // releaseAll has begun: take nothing more
+	lastRefresh time.Time // real time of the last refresh, for refreshSoon
 }
 
 func newOwners(cfg Ownership, mgr *actors.Manager, log *slog.Logger) (*owners, error) {
@@ -160,6 +162,10 @@ const maxRouteAttempts = 4
 func (o *owners) route(ctx context.Context, ns string) (route, error) {
 	for attempt := 0; attempt < maxRouteAttempts; attempt++ {
 		o.mu.Lock()
+		if o.closed {
+			o.mu.Unlock()
+			return route{}, fmt.Errorf("%w: this agent is stopping; retry", protocol.ErrUnavailable)
+		}
 		now := o.clock.Now()
 		if t, ok := o.owned[ns]; ok && now.Before(t.until) {
 			t.lastUsed = now
@@ -408,10 +414,32 @@ func (o *owners) refresh(ctx context.Context) error {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.lastRefresh = time.Now()
 	if err := o.store.ApplySnapshot(snap); err != nil {
 		return fmt.Errorf("agent: read the ownership leases: %w", err)
 	}
 	return nil
+}
+
+// minRefreshGap is how often, at most, refreshSoon reads the ownership
+// leases.
+const minRefreshGap = 100 * time.Millisecond
+
+// refreshSoon reads the ownership leases again unless that was done less
+// than minRefreshGap ago. A forward that found no responders calls it: the
+// owner may have released its namespaces on its way out, and the retry
+// should find that out before the next round. (Seeing a revision again
+// keeps the time it was first seen: the clock rule is not reset.)
+func (o *owners) refreshSoon(ctx context.Context) {
+	o.mu.Lock()
+	recent := time.Since(o.lastRefresh) < minRefreshGap
+	o.mu.Unlock()
+	if recent {
+		return
+	}
+	if err := o.refresh(ctx); err != nil {
+		o.log.Debug("read the ownership leases after a forward found no responders", "error", err)
+	}
 }
 
 // takeOver reads every ownership lease and takes the namespaces whose
@@ -451,6 +479,7 @@ func (o *owners) takeOver(ctx context.Context) {
 // stopped answering requests.
 func (o *owners) releaseAll(ctx context.Context) {
 	o.mu.Lock()
+	o.closed = true
 	var names []string
 	for ns := range o.owned {
 		names = append(names, ns)
