@@ -129,21 +129,42 @@ func TestClusterAnswersAlikeWhicheverNodeAClientUses(t *testing.T) {
 	}
 }
 
+// The owner killed here does not lead the bucket's stream: what is timed
+// is the takeover, not the stream's leader election, which
+// TestClusterKeepsWritingWhenTheStreamLeaderDies covers.
 func TestClusterTakesOverFromAKilledOwner(t *testing.T) {
 	c := startCluster(t)
 	ctx := within(t, time.Minute)
-	all := nodeClient(t, c, 0, 1, 2).Namespace("ns")
-	if err := all.ClaimContext(ctx, "l", "h", time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	before := token(t, ctx, all, "l", "h")
-	owner, err := c.Owner(ctx, "ns")
+	leader, err := c.StreamLeader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Which agent takes a namespace is up to the queue group: try
+	// namespaces until one is owned by a node that is not the leader.
+	var (
+		ns    string
+		owner int
+	)
+	for i := 0; ; i++ {
+		if i == 20 {
+			t.Fatalf("20 namespaces, all owned by the stream leader node-%d", leader)
+		}
+		ns = fmt.Sprint("ns", i)
+		if err := nodeClient(t, c, 0, 1, 2).Namespace(ns).ClaimContext(ctx, "l", "h", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if owner, err = c.Owner(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		if owner != leader {
+			break
+		}
+	}
+	all := nodeClient(t, c, 0, 1, 2).Namespace(ns)
+	before := token(t, ctx, all, "l", "h")
 	other := (owner + 1) % len(c.Nodes)
-	n := nodeClient(t, c, other).Namespace("ns")
-	waiter := nodeClient(t, c, (owner+2)%len(c.Nodes)).Namespace("ns")
+	n := nodeClient(t, c, other).Namespace(ns)
+	waiter := nodeClient(t, c, (owner+2)%len(c.Nodes)).Namespace(ns)
 	if err := n.ClaimContext(ctx, "w", "h", time.Hour); err != nil {
 		t.Fatal(err)
 	}
@@ -163,9 +184,10 @@ func TestClusterTakesOverFromAKilledOwner(t *testing.T) {
 	// The namespace may go unserved for an ownership duration (plus the
 	// drift margin) after the owner's last renewal, which came at most a
 	// renewal interval before the kill; retries and the new owner's load
-	// add a little. Generous, for a loaded machine: a missing takeover
-	// would hang until ctx ends instead.
-	if bound := c.OwnershipDuration*11/10 + 5*time.Second; took > bound {
+	// add a little, and more if the killed node led JetStream's meta
+	// group (its election stalls the load). Generous, for a loaded
+	// machine: a missing takeover would hang until ctx ends instead.
+	if bound := c.OwnershipDuration*11/10 + 8*time.Second; took > bound {
 		t.Errorf("takeover took %v, more than %v", took, bound)
 	}
 	if err := n.ClaimContext(ctx, "l", "thief", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
