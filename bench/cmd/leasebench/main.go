@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +58,7 @@ type options struct {
 	failoverDur  time.Duration
 	dir          string
 	parts        map[string]bool
+	cpuProfile   string
 }
 
 // Parts of the suite that -parts can select.
@@ -75,7 +77,19 @@ func main() {
 		fmt.Fprintln(os.Stderr, "leasebench:", err)
 		os.Exit(2)
 	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "leasebench: -cpuprofile:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+	}
 	rep, err := run(o, os.Stderr)
+	pprof.StopCPUProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "leasebench:", err)
 		os.Exit(1)
@@ -109,6 +123,7 @@ func parseFlags(args []string) (options, error) {
 	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
 	fs.IntVar(&minBatch, "min-batch", -1, "group commit's actors.Config.MinBatch (0: off); -1: as leaseagent with its embedded server (on with fsync, off without)")
 	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, agent and clients share this process) to `file`")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
