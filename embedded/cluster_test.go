@@ -280,25 +280,7 @@ func TestValidateCluster(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := tt.cfg.Validate()
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate() = nil, want error containing %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Validate() = %q, want it to contain %q", err, w)
-				}
-			}
-			if s, serr := Start(tt.cfg); serr == nil || serr.Error() != err.Error() {
-				s.Shutdown()
-				t.Errorf("Start() error = %v, want %v", serr, err)
-			}
+			checkValidate(t, tt.cfg, tt.want)
 		})
 	}
 }

@@ -275,27 +275,34 @@ func TestValidate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := tt.cfg.Validate()
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("Validate() = %v, want nil", err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Validate() = nil, want error containing %q", tt.want)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("Validate() = %q, want it to contain %q", err, w)
-				}
-			}
-			// Start must refuse the same config before touching anything.
-			if s, serr := Start(tt.cfg); serr == nil || serr.Error() != err.Error() {
-				s.Shutdown()
-				t.Errorf("Start() error = %v, want %v", serr, err)
-			}
+			checkValidate(t, tt.cfg, tt.want)
 		})
+	}
+}
+
+// checkValidate checks that cfg.Validate names every part of want (or,
+// with want empty, accepts cfg), and that Start refuses cfg with the same
+// error before touching anything.
+func checkValidate(t *testing.T, cfg Config, want []string) {
+	t.Helper()
+	err := cfg.Validate()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Validate() = %v, want nil", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Validate() = nil, want error containing %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("Validate() = %q, want it to contain %q", err, w)
+		}
+	}
+	if s, serr := Start(cfg); serr == nil || serr.Error() != err.Error() {
+		s.Shutdown()
+		t.Errorf("Start() error = %v, want %v", serr, err)
 	}
 }
 
