@@ -40,6 +40,8 @@ type runtime struct {
 	bucket *natskv.Bucket
 	ctx    context.Context // cancelled by Stop: aborts store operations
 	system *actor.ActorSystem
+	// workers run the namespace actors and their store writes.
+	workers *workers
 	// namespaces maps each namespace with a running actor to its PID, so
 	// that requests go straight to it. Only the manager actor writes it.
 	namespaces sync.Map
@@ -95,7 +97,11 @@ func (rt *runtime) runWrites(namespace string, ws []*natskv.Write) {
 	default:
 		var wg sync.WaitGroup
 		for _, w := range ws {
-			wg.Go(func() { rt.runWrite(w) })
+			wg.Add(1)
+			rt.workers.Go(func() {
+				defer wg.Done()
+				rt.runWrite(w)
+			})
 		}
 		wg.Wait()
 		stats.Singles = len(ws)
@@ -145,7 +151,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		}
 	})
 	runCtx, cancel := context.WithCancel(context.Background())
-	rt := &runtime{cfg: cfg, bucket: bucket, ctx: runCtx, system: system}
+	rt := &runtime{cfg: cfg, bucket: bucket, ctx: runCtx, system: system, workers: newWorkers(maxWorkers)}
 	m := &Manager{
 		rt:       rt,
 		cancel:   cancel,
@@ -160,6 +166,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		cancel()
 		system.Shutdown()
+		rt.workers.stop()
 		return nil, fmt.Errorf("actors: start manager: %w", err)
 	}
 	return m, nil
@@ -176,7 +183,10 @@ func (m *Manager) Stop(ctx context.Context) error {
 	})
 	select {
 	case <-m.stopped:
-		m.shutdownOnce.Do(m.rt.system.Shutdown)
+		m.shutdownOnce.Do(func() {
+			m.rt.system.Shutdown()
+			m.rt.workers.stop()
+		})
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("actors: stop: %w", ctx.Err())

@@ -122,7 +122,8 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*actor.PID, e
 		shared = &namespaceShared{name: namespace, store: st}
 		m.shared[namespace] = shared
 	}
-	props := actor.PropsFromProducer(func() actor.Actor { return newNamespaceActor(m.rt, shared) })
+	props := actor.PropsFromProducer(func() actor.Actor { return newNamespaceActor(m.rt, shared) },
+		actor.WithDispatcher(dispatcher{workers: m.rt.workers, throughput: mailboxThroughput}))
 	m.spawned++
 	pid, err := ctx.SpawnNamed(props, natskv.EscapeName(namespace)+"."+strconv.FormatUint(m.spawned, 10))
 	if err != nil {

@@ -428,14 +428,14 @@ const linger = time.Millisecond
 // come back in one message.
 func (a *namespaceActor) send(id uint64, round []pendingWrite) {
 	incarnation, self, rt, name := a.incarnation, a.self, a.rt, a.name
-	go func() {
+	rt.workers.Go(func() {
 		ws := make([]*natskv.Write, len(round))
 		for i, p := range round {
 			ws[i] = p.write
 		}
 		rt.runWrites(name, ws)
 		rt.system.Root.Send(self, &roundDone{incarnation: incarnation, round: id, writes: round})
-	}()
+	})
 }
 
 // onRoundDone applies a round's outcomes, then sends the writes decided
