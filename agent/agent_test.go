@@ -79,8 +79,8 @@ func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
 		{"check of invalid lease", "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "#", Holder: "h"}), "lease name"},
 		{"release by empty holder", "lease.release.ns", marshal(t, &messages.ReleaseRequest{Lease: "l"}), "holder name"},
 		{"state of empty lease", "lease.state.ns", nil, "lease name"},
-		{"unknown operation", "lease.frobnicate.ns", nil, "unknown operation"},
-		{"too many tokens", "lease.claim.ns.extra", nil, "unknown operation"},
+		{"no namespace", "lease.claim", nil, "malformed request subject"},
+		{"dotted namespace", "lease.claim.ns.extra", nil, "malformed request subject"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +97,43 @@ func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
 	}
 	if st := status(t, request(t, nc, "lease.claim.ns", claimBody(t, "l", "h", time.Minute), nil)); st.GetCode() != messages.Code_CODE_OK {
 		t.Fatalf("good claim after bad input: %v", st)
+	}
+}
+
+// A request on an operation that does not exist finds no responders: the
+// agent subscribes to nothing that overlaps its endpoints or the events.
+func TestUnknownOperationFindsNoResponders(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	_, err := nc.Request("lease.frobnicate.ns", nil, patience)
+	if !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("request on an unknown operation: %v, want %v", err, nats.ErrNoResponders)
+	}
+}
+
+// The agent is sent each request once, and no events: a subscription
+// overlapping its endpoints would double the messages it reads.
+func TestAgentGetsEachRequestOnceAndNoEvents(t *testing.T) {
+	e := testenv.Start(t)
+	acc := e.Server.NATSServer().GlobalAccount()
+	tests := []struct {
+		subject string
+		want    int
+	}{
+		{"lease.claim.ns", 1},
+		{"lease.check.ns", 1},
+		{"lease.list.ns", 1},
+		{"lease.release.ns", 1},
+		{"lease.state.ns", 1},
+		{"lease.expired.ns.l", 0},
+		{"lease.claimed.ns.l", 0},
+		{"lease.claim", 1},
+		{"lease.claim.ns.extra", 1},
+	}
+	for _, tt := range tests {
+		if got := acc.Interest(tt.subject); got != tt.want {
+			t.Errorf("%s: %d subscriptions, want %d", tt.subject, got, tt.want)
+		}
 	}
 }
 
