@@ -23,6 +23,7 @@ import (
 const benchGoroutines = 32
 
 type benchEnv struct {
+	srv    *embedded.Server
 	m      *Manager
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -48,7 +49,7 @@ func newBenchEnvSync(b *testing.B, sync bool) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	m := newBenchManager(b, nc, 0)
+	m := newBenchManager(b, srv, nc, 0)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		b.Fatal(err)
@@ -57,14 +58,17 @@ func newBenchEnvSync(b *testing.B, sync bool) *benchEnv {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &benchEnv{m: m, nc: nc, js: js, bucket: bucket}
+	return &benchEnv{srv: srv, m: m, nc: nc, js: js, bucket: bucket}
 }
 
 // newBenchManager starts a Manager with logging off and the MinBatch given
-// (0, the default: group commit off).
-func newBenchManager(b *testing.B, nc *nats.Conn, minBatch int) *Manager {
+// (0, the default: group commit off), publishing only the events someone
+// would receive, as leaseagent does with its embedded server.
+func newBenchManager(b *testing.B, srv *embedded.Server, nc *nats.Conn, minBatch int) *Manager {
 	b.Helper()
-	m, err := New(context.Background(), Config{Conn: nc, Logger: slog.New(slog.DiscardHandler), MinBatch: minBatch})
+	m, err := New(context.Background(), Config{
+		Conn: nc, Logger: slog.New(slog.DiscardHandler), MinBatch: minBatch, Interest: srv.Interest,
+	})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -258,7 +262,7 @@ func report(b *testing.B, managerRate, rawRate float64) {
 func BenchmarkDurableClaim(b *testing.B) {
 	const batch = 128
 	e := newBenchEnvSync(b, true)
-	gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+	gc := newBenchManager(b, e.srv, e.nc, DefaultMinBatch).Namespace("bench")
 	nogc := e.m.Namespace("bench-nogc")
 	raw := e.rawClients(b, "claim")
 	batcher := e.rawClients(b, "batch")
@@ -308,7 +312,7 @@ func BenchmarkClaimAlone(b *testing.B) {
 	for _, sync := range []bool{true, false} {
 		b.Run(fmt.Sprintf("sync=%v", sync), func(b *testing.B) {
 			e := newBenchEnvSync(b, sync)
-			gc := newBenchManager(b, e.nc, DefaultMinBatch).Namespace("bench")
+			gc := newBenchManager(b, e.srv, e.nc, DefaultMinBatch).Namespace("bench")
 			nogc := e.m.Namespace("bench-nogc")
 
 			raw := e.rawClients(b, "alone")[0]

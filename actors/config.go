@@ -49,6 +49,13 @@ type Config struct {
 	// <Prefix>.claimed.<namespace>.<lease>. DefaultPrefix if empty.
 	Prefix string
 
+	// Interest, if set, reports whether a message published on subject
+	// now would reach any subscriber. An event that would reach none is
+	// not published: NATS would only drop it, after the agent had encoded
+	// and sent it. embedded.Server.Interest answers this for the
+	// in-process server. Nil: every event is published.
+	Interest func(subject string) bool
+
 	// MaxSleep bounds how long a namespace goes without looking at the
 	// store: at least this often it reloads its leases, so changes made
 	// by other writers are seen even when no request arrives.

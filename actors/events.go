@@ -13,17 +13,28 @@ import (
 
 // publishExpired announces that a lease was expired or released.
 func (a *namespaceActor) publishExpired(leaseName, holder string, revision uint64) {
-	a.publish(protocol.EventExpired, a.expiredSubject+natskv.EscapeName(leaseName), &messages.ExpiredEvent{
-		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
-	})
+	if subject := a.expiredSubject + natskv.EscapeName(leaseName); a.heard(subject) {
+		a.publish(protocol.EventExpired, subject, &messages.ExpiredEvent{
+			Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
+		})
+	}
 }
 
 // publishClaimed announces that a lease has a new holder.
 func (a *namespaceActor) publishClaimed(leaseName, holder string, revision uint64, d time.Duration) {
-	a.publish(protocol.EventClaimed, a.claimedSubject+natskv.EscapeName(leaseName), &messages.ClaimedEvent{
-		Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
-		Duration: durationpb.New(d),
-	})
+	if subject := a.claimedSubject + natskv.EscapeName(leaseName); a.heard(subject) {
+		a.publish(protocol.EventClaimed, subject, &messages.ClaimedEvent{
+			Namespace: a.name, Lease: leaseName, Holder: holder, Revision: revision,
+			Duration: durationpb.New(d),
+		})
+	}
+}
+
+// heard reports whether an event on subject would reach a subscriber, as
+// far as Config.Interest can tell; without it, every event is sent. An
+// event built and sent to no one is work for nothing on both sides.
+func (a *namespaceActor) heard(subject string) bool {
+	return a.rt.cfg.Interest == nil || a.rt.cfg.Interest(subject)
 }
 
 // publish sends an event without waiting: nats.go buffers it, and a lost

@@ -545,6 +545,24 @@ func TestEventSubjectsEscapeNames(t *testing.T) {
 	}
 }
 
+// With Config.Interest, an event that would reach nobody is not published.
+func TestEventsNobodyWouldReceiveAreNotPublished(t *testing.T) {
+	h := newHarness(t, func(c *Config) {
+		c.Interest = func(subject string) bool { return !strings.HasSuffix(subject, ".unheard") }
+	})
+	n := h.start("ns")
+	// Events go out in order: had the first been sent, it would come first.
+	h.claim(n, "unheard", "h", time.Minute)
+	h.claim(n, "heard", "h", time.Minute)
+	h.expectClaimed("ns", "heard", "h")
+	for _, name := range []string{"unheard", "heard"} {
+		if err := n.Release(h.ctx(), name, "h"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.expectExpired("ns", "heard", "h")
+}
+
 func TestBadArgumentsChangeNothing(t *testing.T) {
 	h := newHarness(t)
 	n := h.start("ns")

@@ -293,6 +293,15 @@ func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// Interest reports whether a message published on subject now would reach
+// a subscriber: a client of this server or, in a cluster, of a routed one
+// (as far as this server has heard). It reads the server's subscription
+// table in-process, sending nothing. All clients of an embedded server are
+// in one account, so every one is counted.
+func (s *Server) Interest(subject string) bool {
+	return s.ns.GlobalAccount().SubscriptionInterest(subject)
+}
+
 // NATSServer returns the underlying nats-server, for what this package
 // does not cover. Stop the server with [Server.Shutdown], which also waits
 // for the shutdown to complete.

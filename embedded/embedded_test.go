@@ -131,6 +131,40 @@ func TestKeyValueOverTCPAndInProcess(t *testing.T) {
 	wantValue(t, viaTCP, "mem", "written in-process")
 }
 
+// Interest sees a TCP client's subscription once the server has it, and
+// not after it is gone.
+func TestInterestFollowsSubscriptions(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, testConfig(t))
+	nc := dialTCP(t, s)
+	const subject = "lease.expired.ns.l"
+	if s.Interest(subject) {
+		t.Fatalf("Interest(%q) before any subscription", subject)
+	}
+	sub, err := nc.SubscribeSync("lease.expired.ns.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil { // the server has the subscription
+		t.Fatal(err)
+	}
+	if !s.Interest(subject) {
+		t.Errorf("Interest(%q) = false with a subscription to lease.expired.ns.*", subject)
+	}
+	if s.Interest("lease.claimed.ns.l") {
+		t.Error("Interest in a subject nobody subscribes to")
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Interest(subject) {
+		t.Errorf("Interest(%q) after unsubscribing", subject)
+	}
+}
+
 func TestDontListen(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)

@@ -70,7 +70,7 @@ func New() *Metrics {
 		}, []string{"namespace"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaseagent_events_published_total",
-			Help: "Events published, by kind (claimed, expired).",
+			Help: "Events published, by kind (claimed, expired); with the embedded server, only those some subscriber would receive.",
 		}, []string{"kind"}),
 		eventErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaseagent_event_publish_errors_total",

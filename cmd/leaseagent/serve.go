@@ -247,11 +247,15 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 	// Raft proposals); an external server's policy is unknown, and without
 	// SyncAlways batches only cost.
 	minBatch := 0
+	// The embedded server can tell which events anyone would receive.
+	var interest func(string) bool
 	if cfg.NATSURL == "" {
 		minBatch = actors.DefaultMinBatch
+		interest = r.srv.Interest
 	}
 	r.mgr, err = startManager(ctx, cfg, r.srv, actors.Config{
 		MinBatch:      minBatch,
+		Interest:      interest,
 		Metrics:       m,
 		Conn:          r.nc,
 		Bucket:        cfg.Bucket,

@@ -40,7 +40,8 @@ func Start(t testing.TB, edit ...func(*actors.Config)) *Env {
 	t.Cleanup(srv.Shutdown)
 	e := &Env{Server: srv, Clock: clocktest.NewFake(Epoch)}
 	e.Conn = e.Connect(t)
-	cfg := actors.Config{Conn: e.Conn, Clock: e.Clock, MaxSleep: time.Hour, Logger: quiet()}
+	// Interest as leaseagent sets it with its embedded server.
+	cfg := actors.Config{Conn: e.Conn, Clock: e.Clock, MaxSleep: time.Hour, Logger: quiet(), Interest: srv.Interest}
 	for _, f := range edit {
 		f(&cfg)
 	}

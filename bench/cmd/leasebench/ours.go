@@ -85,6 +85,7 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 	defer cancel()
 	e.mgr, err = actors.New(ctx, actors.Config{
 		MinBatch:    minBatchFor(sync),
+		Interest:    e.srv.Interest, // as leaseagent with its embedded server
 		Conn:        e.agentNC,
 		MaxDuration: 24 * time.Hour,
 		Logger:      quiet,
