@@ -143,6 +143,9 @@ type hooks struct {
 	// receive sees every message a namespace actor handles, first; it may
 	// panic.
 	receive func(namespace string, msg any)
+	// loadStarted is called, on the actor's goroutine, when a namespace
+	// actor starts reading the store: the whole namespace or the changes.
+	loadStarted func(namespace string, full bool)
 	// loaded is called after a namespace actor installs a snapshot.
 	loaded func(namespace string)
 	// passivated is called when the manager stops an idle namespace.

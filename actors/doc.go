@@ -17,8 +17,8 @@
 //     claimed in the same call. A write that loses a race in the store is
 //     decided again from the store's latest state, up to ClaimRetries times.
 //   - Check: answered from the actor's state; on a miss (not held, or held
-//     by someone else) the namespace is reloaded once and the answer comes
-//     from the reloaded state. A lease past its expiry is not held, even
+//     by someone else) the actor reads what changed in the namespace since
+//     it last read it, once, and answers from that. A lease past its expiry is not held, even
 //     before it has been removed.
 //   - WaitUntilExpired: returns at once if the lease is not held, otherwise
 //     when it expires or is released.
@@ -33,9 +33,12 @@
 // further than MaxSleep away. When it fires, the due leases are expired in
 // name order (a lost race means someone else changed the lease, and is
 // skipped): one after another, or with group commit (MinBatch) all at
-// once, in rounds applied in order, so that they share batches. Then the
-// namespace is reloaded, which also picks up changes made by other
-// writers.
+// once, in rounds applied in order, so that they share batches. If one lost
+// a race, the actor then reads what changed in the namespace (the writes
+// since its last read, not every lease); if none did, every write was its
+// own and there is nothing to read. The whole namespace is read when the
+// actor starts and at least every MaxSleep, which also catches what no
+// write of the actor's ran into (a stream purged by an operator).
 //
 // # Events
 //

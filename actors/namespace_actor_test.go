@@ -307,7 +307,6 @@ func TestWaitersWakeOnlyForTheirLease(t *testing.T) {
 	h.drainLoads()
 	h.clock.Advance(time.Minute + 1)
 	expectDone(t, short)
-	h.awaitLoad()
 	expectBlocked(t, long)
 	h.clock.Advance(time.Minute)
 	expectDone(t, long)
@@ -530,6 +529,75 @@ func TestMaxSleepReloadsAndWakesWaiters(t *testing.T) {
 	}
 	h.clock.Advance(time.Minute)
 	expectDone(t, done)
+}
+
+// loadStarts reports each store read a namespace actor starts: true for
+// the whole namespace, false for the changes.
+func loadStarts(cfg *Config) <-chan bool {
+	starts := make(chan bool, 100)
+	cfg.hooks.loadStarted = func(_ string, full bool) { starts <- full }
+	return starts
+}
+
+// noLoadStarted fails if a store read was started.
+func noLoadStarted(t *testing.T, starts <-chan bool, when string) {
+	t.Helper()
+	select {
+	case full := <-starts:
+		t.Fatalf("%s: a load started (whole namespace: %v)", when, full)
+	default:
+	}
+}
+
+// The timer set for a lease that was extended since fires with nothing due:
+// it is set again, and the namespace is not read. Nor is it after an
+// expiry that lost no race.
+func TestTimerForExtendedLeaseReadsNothing(t *testing.T) {
+	var starts <-chan bool
+	h := newHarness(t, func(cfg *Config) { starts = loadStarts(cfg) })
+	n := h.start("ns")
+	<-starts // the first load
+	h.claim(n, "l", "h", time.Minute)
+	h.expectClaimed("ns", "l", "h")
+	h.clock.Advance(30 * time.Second)
+	h.claim(n, "l", "h", time.Minute) // expires at 1m30s now
+	h.clock.Advance(31 * time.Second) // the timer set for 1m fires
+	h.mustHold(n, "l", "h")           // the actor has handled the tick
+	noLoadStarted(t, starts, "tick with nothing due")
+	h.clock.Advance(30 * time.Second)
+	h.expectExpired("ns", "l", "h")
+	if leases, err := n.Leases(h.ctx()); err != nil || len(leases) != 0 { // the actor is past the expiry
+		t.Fatalf("leases after the expiry: %v, err %v", leases, err)
+	}
+	noLoadStarted(t, starts, "expiry that lost no race")
+}
+
+// An expiry that lost a race to another writer reads what changed in the
+// namespace; only the MaxSleep safety net reads the whole of it.
+func TestLostExpiryReadsChangesAndMaxSleepReadsAll(t *testing.T) {
+	var starts <-chan bool
+	h := newHarness(t, func(cfg *Config) {
+		starts = loadStarts(cfg)
+		cfg.MaxSleep = time.Minute
+	})
+	n := h.start("ns")
+	<-starts
+	h.claim(n, "l", "h", 20*time.Second)
+	h.expectClaimed("ns", "l", "h")
+	// Another writer renews it; nobody tells the actor.
+	out := h.outsider("ns")
+	if err := out.ExtendLease("l", lease.Request{Holder: "h", Duration: 40 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(21 * time.Second) // the actor's expiry write is refused
+	if full := <-starts; full {
+		t.Fatal("after a lost expiry the whole namespace was read, want only the changes")
+	}
+	h.mustHold(n, "l", "h")
+	h.clock.Advance(39 * time.Second)
+	if full := <-starts; !full {
+		t.Fatal("MaxSleep after the first load, only the changes were read, want the whole namespace")
+	}
 }
 
 func TestEventSubjectsEscapeNames(t *testing.T) {

@@ -9,8 +9,8 @@ import (
 )
 
 // store is what a namespace actor needs of its lease store; *natskv.Client
-// has it. Everything but Load and Write.Run is called on the actor's
-// goroutine only.
+// has it. Everything but Load, LoadChanges and Write.Run is called on the
+// actor's goroutine only.
 type store interface {
 	Lease(name string) (lease.Info, bool)
 	Holder(name string) (holder string, expiry time.Time, ok bool)
@@ -25,6 +25,8 @@ type store interface {
 	Apply(w *natskv.Write) error
 
 	Load(ctx context.Context) (*natskv.Snapshot, error)
+	LoadChanges(ctx context.Context, since uint64) (*natskv.Snapshot, error)
+	Seen() uint64
 	ApplySnapshot(s *natskv.Snapshot) error
 }
 

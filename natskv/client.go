@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -89,6 +90,9 @@ type Client struct {
 	// known holds the latest state seen of each lease key: held leases and
 	// the delete markers of released ones.
 	known map[string]*state
+	// seen is the bucket revision up to which known reflects every change
+	// to the namespace: LoadChanges reads only what came after it.
+	seen uint64
 }
 
 // state is the Client's knowledge of one lease key.
@@ -335,12 +339,18 @@ func (c *Client) RefreshContext(ctx context.Context) error {
 	return c.ApplySnapshot(snap)
 }
 
-// Snapshot is the state of a namespace read from the bucket by Load.
+// Snapshot is the state of a namespace read from the bucket by Load, or
+// what changed in it, read by LoadChanges.
 type Snapshot struct {
 	entries []entry
-	// upTo is the bucket's last revision before the read began: every key
-	// written at or before it is in entries, unless it has been purged.
+	// upTo is a revision up to which the read saw every change: for Load,
+	// the bucket's last revision before the read began (every key written
+	// at or before it is in entries, unless it has been purged); for
+	// LoadChanges, the last revision read, or since if there was none.
 	upTo uint64
+	// changes marks a LoadChanges snapshot: entries are the writes after
+	// since, in order, and keys not among them did not change.
+	changes bool
 }
 
 // Load reads the namespace's leases from the bucket without touching the
@@ -358,10 +368,43 @@ func (c *Client) Load(ctx context.Context) (*Snapshot, error) {
 	return &Snapshot{entries: entries, upTo: upTo}, nil
 }
 
-// ApplySnapshot replaces the cache with snap. What the Client wrote after
-// the snapshot was read (possible when Load ran beside writes) is newer than
-// the snapshot, and stays.
+// Len returns the number of records the snapshot holds.
+func (s *Snapshot) Len() int { return len(s.entries) }
+
+// Seen returns the revision up to which the cache reflects every change to
+// the namespace: the point LoadChanges reads on from. It is 0 until a
+// snapshot of a bucket with writes in it has been applied; changes since 0
+// are every write the stream still holds, so load the first snapshot with
+// Load.
+func (c *Client) Seen() uint64 { return c.seen }
+
+// LoadChanges reads the writes to the namespace after revision since (from
+// Seen), in order, without touching the cache; ApplySnapshot installs them.
+// It costs as much as there are changes, where Load costs as much as there
+// are leases. It cannot see a key whose messages were removed from the
+// stream without a marker (a purge of the whole stream by an operator); a
+// full Load does. Like Load, it may run on any goroutine.
+func (c *Client) LoadChanges(ctx context.Context, since uint64) (*Snapshot, error) {
+	entries, err := c.bucket.load(ctx, c.prefix+"*", jetstream.IncludeHistory(), jetstream.ResumeFromRevision(since+1))
+	if err != nil {
+		return nil, err
+	}
+	upTo := since
+	if len(entries) > 0 {
+		upTo = max(upTo, entries[len(entries)-1].revision)
+	}
+	return &Snapshot{entries: entries, upTo: upTo, changes: true}, nil
+}
+
+// ApplySnapshot installs snap: a Load's replaces the cache, a
+// LoadChanges's updates the keys it names. What the Client wrote after the
+// snapshot was read (possible when the read ran beside writes) is newer
+// than the snapshot, and stays.
 func (c *Client) ApplySnapshot(snap *Snapshot) error {
+	if snap.changes {
+		return c.applyChanges(snap)
+	}
+	defer func() { c.seen = max(c.seen, snap.upTo) }()
 	now := c.clock.Now()
 	old := c.known
 	c.known = make(map[string]*state, len(snap.entries))
@@ -389,6 +432,28 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 		}
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// applyChanges applies a LoadChanges snapshot: each write in order, unless
+// the cache already knows a newer revision of its key.
+func (c *Client) applyChanges(snap *Snapshot) error {
+	defer func() { c.seen = max(c.seen, snap.upTo) }()
+	now := c.clock.Now()
+	var errs []error
+	for _, e := range snap.entries {
+		name, err := leaseFromKey(c.prefix, e.key)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("natskv: namespace %q: %w", c.namespace, err))
+			continue
+		}
+		if s, ok := c.known[name]; ok && s.revision > e.revision {
+			continue
+		}
+		if err := c.observe(name, e, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 

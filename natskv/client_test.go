@@ -685,6 +685,79 @@ func TestSnapshotKeepsNewerWrites(t *testing.T) {
 	}
 }
 
+// LoadChanges reads only the writes since the last snapshot: another
+// writer's claim and release are seen, and leases that did not change keep
+// their expiry.
+func TestLoadChangesReadsOnlyWhatChanged(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	other := s.client(t, "ns", newClock())
+	for _, name := range []string{"a", "b"} {
+		if err := other.ClaimLease(name, req("o", time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(10 * time.Second)
+	if err := other.ReleaseLeaseContext(context.Background(), "a", "o"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.ClaimLease("c", req("o", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := c.LoadChanges(context.Background(), c.Seen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Len() != 2 {
+		t.Errorf("changes snapshot holds %d records, want the 2 writes since the refresh", snap.Len())
+	}
+	if err := c.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, held := c.Leases()["a"]; held {
+		t.Error("released lease still held")
+	}
+	for name, want := range map[string]time.Time{"b": epoch.Add(time.Minute), "c": epoch.Add(10*time.Second + time.Minute)} {
+		if holder, expiry, ok := c.Holder(name); !ok || holder != "o" || !expiry.Equal(want) {
+			t.Errorf("%s: holder %q, expiry %v, held %v; want o until %v", name, holder, expiry, ok, want)
+		}
+	}
+	again, err := c.LoadChanges(context.Background(), c.Seen())
+	if err != nil || again.Len() != 0 {
+		t.Fatalf("changes with nothing new: %d records, err %v; want none", again.Len(), err)
+	}
+}
+
+// The Client's own write, read back as a change, keeps the expiry the write
+// gave it: the clock rule restarts an expiry only for a revision it had not
+// seen.
+func TestLoadChangesKeepsOwnWriteExpiry(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Second)
+	snap, err := c.LoadChanges(context.Background(), c.Seen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplySnapshot(snap); err != nil {
+		t.Fatal(err)
+	}
+	if _, expiry, ok := c.Holder("l"); !ok || !expiry.Equal(epoch.Add(time.Minute)) {
+		t.Fatalf("expiry %v (held %v) after reading the claim back, want %v", expiry, ok, epoch.Add(time.Minute))
+	}
+}
+
 func TestExpiring(t *testing.T) {
 	s := newStore(t)
 	clock := newClock()
