@@ -90,6 +90,8 @@ type Client struct {
 	// known holds the latest state seen of each lease key: held leases and
 	// the delete markers of released ones.
 	known map[string]*state
+	// expiries orders the held leases of known by expiry.
+	expiries expiryQueue
 	// seen is the bucket revision up to which known reflects every change
 	// to the namespace: LoadChanges reads only what came after it.
 	seen uint64
@@ -287,23 +289,6 @@ func (c *Client) Fence(name string) (uint64, bool) {
 	return s.fence, true
 }
 
-// Expiring returns, in name order, the held leases whose expiry is before
-// now, and the earliest expiry of the others (ok is false if there are none).
-// It reads the cache only.
-func (c *Client) Expiring(now time.Time) (due []string, next time.Time, ok bool) {
-	for name, s := range c.known {
-		switch {
-		case !s.held:
-		case now.After(s.expiry):
-			due = append(due, name)
-		case !ok || s.expiry.Before(next):
-			next, ok = s.expiry, true
-		}
-	}
-	sort.Strings(due)
-	return due, next, ok
-}
-
 func (c *Client) info(s *state) lease.Info {
 	fence := Fence{Bucket: c.bucket.name, Key: s.key, Revision: s.fence}
 	return lease.Info{
@@ -471,7 +456,7 @@ func (c *Client) observe(name string, e entry, now time.Time) error {
 		delete(c.known, name)
 		return fmt.Errorf("natskv: namespace %q: lease %q: key %q revision %d: %w", c.namespace, name, e.key, e.revision, err)
 	}
-	c.known[name] = &state{
+	c.hold(name, &state{
 		key:      e.key,
 		revision: e.revision,
 		fence:    cmp.Or(fence, e.revision),
@@ -479,7 +464,7 @@ func (c *Client) observe(name string, e entry, now time.Time) error {
 		holder:   holder,
 		duration: d,
 		expiry:   now.Add(d + time.Duration(float64(d)*c.drift)),
-	}
+	})
 	return nil
 }
 

@@ -274,7 +274,7 @@ func (c *Client) Apply(w *Write) error {
 		if earlyExpiryFault() { // a deliberate bug, only in -tags faultinject builds (see faultinject.go)
 			expiry = w.start.Add(w.duration / 2)
 		}
-		c.known[w.lease] = &state{
+		c.hold(w.lease, &state{
 			key:      w.key,
 			revision: w.revision,
 			fence:    cmp.Or(w.fence, w.revision),
@@ -282,7 +282,7 @@ func (c *Client) Apply(w *Write) error {
 			holder:   w.holder,
 			duration: w.duration,
 			expiry:   expiry,
-		}
+		})
 	}
 	return nil
 }
