@@ -143,6 +143,8 @@ type hooks struct {
 	// receive sees every message a namespace actor handles, first; it may
 	// panic.
 	receive func(namespace string, msg any)
+	// maxRoundWait replaces the const of that name if positive.
+	maxRoundWait time.Duration
 	// loadStarted is called, on the actor's goroutine, when a namespace
 	// actor starts reading the store: the whole namespace or the changes.
 	loadStarted func(namespace string, full bool)

@@ -412,7 +412,11 @@ func (a *namespaceActor) flush() {
 	// long: after maxRoundWait they go out beside it.
 	msg := &roundSlow{incarnation: a.incarnation, round: a.rounds}
 	self, root := a.self, a.rt.system.Root
-	time.AfterFunc(maxRoundWait, func() { root.Send(self, msg) })
+	wait := maxRoundWait
+	if h := a.rt.cfg.hooks.maxRoundWait; h > 0 {
+		wait = h
+	}
+	time.AfterFunc(wait, func() { root.Send(self, msg) })
 }
 
 // maxRoundWait is how long writes wait, at most, for the round in flight
