@@ -18,6 +18,9 @@
 //     fsync; Redis without persistence and with appendfsync always.
 //   - expiry: -expiry-leases leases due to expire within one second; how
 //     late their expired events arrive.
+//   - steady: -steady-leases leases, every holder renewing at half the
+//     lease duration on a fixed schedule: the renewal rate kept up, its
+//     latency, and any lease lost.
 //
 // See docs/benchmarks.md, "The suite (issue 7)", for how to read it.
 package main
@@ -54,6 +57,9 @@ type options struct {
 	expiryLead   time.Duration
 	listSize     int
 	scaleLeases  int
+	steadyLeases int
+	steadyDur    time.Duration
+	steadyRounds int
 	trials       int
 	failoverDur  time.Duration
 	dir          string
@@ -62,7 +68,7 @@ type options struct {
 }
 
 // Parts of the suite that -parts can select.
-var allParts = []string{"core", "list", "expiry", "failover", "scale", "peers"}
+var allParts = []string{"core", "list", "expiry", "failover", "scale", "steady", "peers"}
 
 func main() {
 	if spec := os.Getenv(holderEnv); spec != "" {
@@ -114,11 +120,14 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
 	fs.StringVar(&syncMode, "sync", "both", "durability modes: on (fsync before ack, the default), off, or both")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
-	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), peers (etcd and Redis, if installed)")
+	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), steady (every holder renewing at duration/2), peers (etcd and Redis, if installed)")
 	fs.IntVar(&o.expiryLeases, "expiry-leases", 10000, "leases in the expiry row, due within one second")
 	fs.DurationVar(&o.expiryLead, "expiry-lead", 0, "how far ahead the expiry row's leases are due (0: 5s without fsync, 15s with)")
 	fs.IntVar(&o.listSize, "list-size", 10000, "leases in the listed namespace")
 	fs.IntVar(&o.scaleLeases, "scale-leases", 100000, "leases in the scale part's namespace")
+	fs.IntVar(&o.steadyLeases, "steady-leases", 100000, "leases in the steady part's namespace, each renewed every -steady-duration/2")
+	fs.DurationVar(&o.steadyDur, "steady-duration", 90*time.Second, "lease duration in the steady part")
+	fs.IntVar(&o.steadyRounds, "steady-rounds", 2, "renewals of every lease in the steady part")
 	fs.IntVar(&o.trials, "failover-trials", 5, "holder processes killed in the failover part")
 	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
 	fs.IntVar(&minBatch, "min-batch", -1, "group commit's actors.Config.MinBatch (0: off); -1: as leaseagent with its embedded server (on with fsync, off without)")
@@ -156,8 +165,9 @@ func parseFlags(args []string) (options, error) {
 	default:
 		return o, fmt.Errorf("-sync: %q is not both, on or off", syncMode)
 	}
-	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 || o.scaleLeases < 2 || o.trials < 1 || o.failoverDur <= 0 {
-		return o, fmt.Errorf("-duration, -list-size, -expiry-leases, -scale-leases, -failover-trials and -failover-duration must be positive")
+	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 || o.scaleLeases < 2 || o.trials < 1 || o.failoverDur <= 0 ||
+		o.steadyLeases < 1 || o.steadyDur <= 0 || o.steadyRounds < 1 {
+		return o, fmt.Errorf("-duration, -list-size, -expiry-leases, -scale-leases, -failover-trials, -failover-duration, -steady-leases, -steady-duration and -steady-rounds must be positive")
 	}
 	return o, nil
 }
@@ -208,6 +218,7 @@ type report struct {
 	Expiry   map[string]expiryResult   `json:"expiry,omitempty"`   // by mode
 	Failover map[string]failoverResult `json:"failover,omitempty"` // by mode
 	Scale    *scaleResult              `json:"scale,omitempty"`
+	Steady   map[string]steadyResult   `json:"steady,omitempty"`
 	Notes    []string                  `json:"notes,omitempty"`
 }
 
@@ -287,6 +298,23 @@ func run(o options, log io.Writer) (*report, error) {
 		} else {
 			rep.Scale = &x
 			fmt.Fprintf(log, "  filled in %v; RSS %.0f B/lease, heap %.0f B/lease; reload %v\n", x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
+		}
+	}
+	if o.parts["steady"] {
+		for _, sync := range o.modes {
+			mode := modeName(sync)
+			fmt.Fprintf(log, "steady %s: %d leases of %v, renewed every %v\n", mode, o.steadyLeases, o.steadyDur, o.steadyDur/2)
+			x, err := steady(o.dir, sync, o.steadyLeases, o.steadyDur, o.steadyRounds)
+			if err != nil {
+				line := fmt.Sprintf("steady %s failed: %v", mode, err)
+				fmt.Fprintln(log, line)
+				rep.Notes = append(rep.Notes, line)
+				continue
+			}
+			if rep.Steady == nil {
+				rep.Steady = make(map[string]steadyResult)
+			}
+			rep.Steady[mode] = x
 		}
 	}
 	if o.peers {
@@ -513,6 +541,19 @@ func (r *report) print(w io.Writer) {
 	if x := r.Scale; x != nil {
 		fmt.Fprintf(w, "\nscale (no fsync): %d leases in one namespace, filled in %v; RSS %.0f B/lease (target <= 1024), Go heap %.0f B/lease; restart to the first answer %v\n",
 			x.Leases, x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
+	}
+	if len(r.Steady) > 0 {
+		fmt.Fprintln(w, "\nsteady: every holder renews at duration/2")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "mode\tleases\tduration\tneeded\trenewed\tp50\tp99\tmax lag\tlost\tCPU cores\t")
+		for _, mode := range []string{modeFsync, modeNoFsync} {
+			if x, ok := r.Steady[mode]; ok {
+				fmt.Fprintf(tw, "%s\t%d\t%v\t%s\t%s\t%s\t%s\t%s\t%d\t%.2f\t\n", mode, x.Leases, x.Duration,
+					stats.FormatRate(x.Needed), stats.FormatRate(x.Renewals.Rate), stats.FormatLatency(x.Renewals.P50),
+					stats.FormatLatency(x.Renewals.P99), stats.FormatLatency(x.Lag), x.Lost, x.CPU)
+			}
+		}
+		_ = tw.Flush()
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, n)
