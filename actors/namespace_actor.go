@@ -501,20 +501,20 @@ func (a *namespaceActor) onWriteDone(m *writeDone) {
 		a.heldCount--
 		if o.kind == opRelease {
 			a.rt.cfg.Metrics.Released(a.name)
-			a.log.Info("lease released", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence())
+			a.logChange(slog.LevelInfo, "lease released", w, 0)
 		} else {
 			a.rt.cfg.Metrics.Expired(a.name)
-			a.log.Info("lease expired", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence())
+			a.logChange(slog.LevelInfo, "lease expired", w, 0)
 		}
 		a.publishExpired(w.Lease(), w.Holder(), w.Fence())
 		a.wake(w.Lease())
 	case err == nil && w.Claims():
 		a.heldCount++
 		o.granted = true
-		a.log.Info("lease claimed", "lease", w.Lease(), "holder", w.Holder(), "revision", w.Fence(), "duration", o.duration)
+		a.logChange(slog.LevelInfo, "lease claimed", w, o.duration)
 		a.publishClaimed(w.Lease(), w.Holder(), w.Fence(), o.duration)
 	case err == nil:
-		a.log.Debug("lease extended", "lease", w.Lease(), "holder", w.Holder(), "duration", o.duration)
+		a.logChange(slog.LevelDebug, "lease extended", w, o.duration)
 	case errors.Is(err, lease.ErrInvalid):
 		a.rt.cfg.Metrics.Conflict(a.name)
 		a.heldCount = a.store.Count()
@@ -543,6 +543,19 @@ func (a *namespaceActor) onWriteDone(m *writeDone) {
 	default:
 		a.finish(o, fmt.Errorf("%w: %w", ErrUnavailable, err))
 	}
+}
+
+// logChange logs a change a write made (d is the duration granted, 0 for a
+// delete). At a level that is off it costs nothing: no value is boxed.
+func (a *namespaceActor) logChange(level slog.Level, msg string, w *natskv.Write, d time.Duration) {
+	if !a.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("lease", w.Lease()), slog.String("holder", w.Holder()), slog.Uint64("revision", w.Fence())}
+	if d > 0 {
+		attrs = append(attrs, slog.Duration("duration", d))
+	}
+	a.log.LogAttrs(context.Background(), level, msg, attrs...)
 }
 
 // gaveUp is the error for an op that lost every race it was allowed. A claim
