@@ -130,6 +130,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.steadyRounds, "steady-rounds", 2, "renewals of every lease in the steady part")
 	fs.IntVar(&o.trials, "failover-trials", 5, "holder processes killed in the failover part")
 	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
+	fs.IntVar(&replicas, "replicas", 1, "the bucket's replicas: 1 (one embedded server) or 3 (a cluster of three embedded servers in this process; the agent and clients on the first)")
 	fs.IntVar(&minBatch, "min-batch", -1, "group commit's actors.Config.MinBatch (0: off); -1: as leaseagent with its embedded server (on with fsync, off without)")
 	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, agent and clients share this process) to `file`")
@@ -168,6 +169,9 @@ func parseFlags(args []string) (options, error) {
 	if o.duration <= 0 || o.listSize < 1 || o.expiryLeases < 1 || o.expiryLead < 0 || o.scaleLeases < 2 || o.trials < 1 || o.failoverDur <= 0 ||
 		o.steadyLeases < 1 || o.steadyDur <= 0 || o.steadyRounds < 1 {
 		return o, fmt.Errorf("-duration, -list-size, -expiry-leases, -scale-leases, -failover-trials, -failover-duration, -steady-leases, -steady-duration and -steady-rounds must be positive")
+	}
+	if replicas != 1 && replicas != 3 {
+		return o, fmt.Errorf("-replicas: %d is not 1 or 3", replicas)
 	}
 	return o, nil
 }
@@ -266,6 +270,7 @@ func run(o options, log io.Writer) (*report, error) {
 			"etcd":        commandVersion("etcd", "--version"),
 			"redis":       commandVersion("redis-server", "--version"),
 			"min-batch":   fmt.Sprintf("fsync %d, no-fsync %d", minBatchFor(true), minBatchFor(false)),
+			"replicas":    strconv.Itoa(replicas),
 		},
 		Expiry:   map[string]expiryResult{},
 		Failover: map[string]failoverResult{},
@@ -584,5 +589,5 @@ func commandVersion(name string, args ...string) string {
 }
 
 func versionLine(v map[string]string) string {
-	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s; group commit MinBatch: %s", v["go"], v["nats-server"], v["etcd"], v["redis"], v["min-batch"])
+	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s; group commit MinBatch: %s; bucket replicas: %s", v["go"], v["nats-server"], v["etcd"], v["redis"], v["min-batch"], v["replicas"])
 }

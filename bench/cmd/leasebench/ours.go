@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -30,6 +31,7 @@ type env struct {
 	sync    bool
 	dir     string
 	srv     *embedded.Server
+	peers   []*embedded.Server // the cluster's other nodes, with -replicas 3
 	agentNC *nats.Conn
 	mgr     *actors.Manager
 	svc     *agent.Service
@@ -62,16 +64,25 @@ func minBatchFor(sync bool) int {
 	}
 }
 
+// replicas is the bucket's replica count (-replicas): 1, one embedded
+// server; 3, a cluster of three in this process, the agent and the clients
+// on the first.
+var replicas = 1
+
 // startEnvIn starts an env on the data in dir, which stop removes unless
 // e.dir is cleared.
 func startEnvIn(dir string, sync bool) (*env, error) {
 	var err error
 	e := &env{sync: sync, dir: dir}
-	e.srv, err = embedded.Start(embedded.Config{
-		Port:    embedded.RandomPort,
-		DataDir: filepath.Join(dir, "data"),
-		NoSync:  !sync,
-	})
+	if replicas > 1 {
+		err = e.startCluster(dir, sync)
+	} else {
+		e.srv, err = embedded.Start(embedded.Config{
+			Port:    embedded.RandomPort,
+			DataDir: filepath.Join(dir, "data"),
+			NoSync:  !sync,
+		})
+	}
 	if err != nil {
 		e.stop()
 		return nil, err
@@ -83,13 +94,21 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 	quiet := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e.mgr, err = actors.New(ctx, actors.Config{
+	cfg := actors.Config{
 		MinBatch:    minBatchFor(sync),
 		Interest:    e.srv.Interest, // as leaseagent with its embedded server
 		Conn:        e.agentNC,
+		Replicas:    replicas,
 		MaxDuration: 24 * time.Hour,
 		Logger:      quiet,
-	})
+	}
+	e.mgr, err = actors.New(ctx, cfg)
+	// A new cluster elects its JetStream leader on its own time, with no
+	// event to wait on: until then the bucket cannot be created.
+	for replicas > 1 && err != nil && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		e.mgr, err = actors.New(ctx, cfg)
+	}
 	if err != nil {
 		e.stop()
 		return nil, fmt.Errorf("start the lease manager: %w", err)
@@ -107,6 +126,51 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 	return e, nil
 }
 
+// startCluster starts replicas clustered servers on loopback, data under
+// dir; e.srv is the first.
+func (e *env) startCluster(dir string, durable bool) error {
+	var routes []string
+	var ports []int
+	for range replicas {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		routes = append(routes, "nats-route://"+l.Addr().String())
+		_ = l.Close()
+	}
+	servers := make([]*embedded.Server, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range servers {
+		wg.Go(func() {
+			servers[i], errs[i] = embedded.Start(embedded.Config{
+				Name: fmt.Sprintf("n%d", i), Port: embedded.RandomPort,
+				DataDir: filepath.Join(dir, fmt.Sprintf("data-n%d", i)), NoSync: !durable,
+				Cluster: embedded.Cluster{Name: "leasebench", Host: "127.0.0.1", Port: ports[i], Routes: routes},
+			})
+		})
+	}
+	wg.Wait()
+	for i, srv := range servers {
+		if errs[i] != nil {
+			for _, s := range servers {
+				if s != nil {
+					s.Shutdown()
+				}
+			}
+			return fmt.Errorf("start cluster node %d: %w", i, errs[i])
+		}
+		if i == 0 {
+			e.srv = srv
+		} else {
+			e.peers = append(e.peers, srv)
+		}
+	}
+	return nil
+}
+
 func (e *env) stop() {
 	for _, nc := range e.conns {
 		nc.Close()
@@ -122,7 +186,12 @@ func (e *env) stop() {
 	if e.agentNC != nil {
 		e.agentNC.Close()
 	}
-	e.srv.Shutdown()
+	if e.srv != nil {
+		e.srv.Shutdown()
+	}
+	for _, p := range e.peers {
+		p.Shutdown()
+	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)
 	}
