@@ -47,12 +47,15 @@
 // messages.ClaimedEvent on <prefix>.claimed.<namespace>.<lease>. Names are
 // escaped as natskv.EscapeName does. Events are published with core NATS:
 // at most once, and lost if nobody is subscribed or the connection drops.
-// Use them to wake up early, not as the only source of truth.
+// With Config.Interest set (leaseagent sets it for its embedded server),
+// an event nobody is subscribed to is not even sent. Use events to wake up
+// early, not as the only source of truth.
 //
 // # Concurrency
 //
-// Receive never blocks. Store writes run on their own goroutines and come
-// back to the actor as messages, so writes for different leases are in
+// Receive never blocks. Store writes run on other goroutines (long-lived
+// workers, which keep the stacks they grew) and come back to the actor as
+// messages, so writes for different leases are in
 // flight together; writes for one lease run one at a time, in order of
 // arrival. A slow write for one lease delays only requests for that lease.
 //
