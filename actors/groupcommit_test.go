@@ -294,3 +294,23 @@ func TestExpiriesShareRounds(t *testing.T) {
 		t.Fatalf("%d expiries took %d rounds, the largest batch %d writes; want a few rounds of batches", leases, len(rounds), largest)
 	}
 }
+
+// Without group commit, leases due together are expired in one round of
+// concurrent single writes, and their events come in name order.
+func TestDueLeasesExpireInOneRoundWithoutGroupCommit(t *testing.T) {
+	var log roundLog
+	h := newHarness(t, func(cfg *Config) { cfg.hooks.round = log.add })
+	n := h.start("ns")
+	for _, name := range []string{"e", "b", "d", "a", "c"} {
+		h.claim(n, name, "h", time.Minute)
+		h.expectClaimed("ns", name, "h")
+	}
+	before := len(log.get())
+	h.clock.Advance(time.Minute + 1)
+	for _, name := range []string{"a", "b", "c", "d", "e"} {
+		h.expectExpired("ns", name, "h")
+	}
+	if rounds := log.get()[before:]; len(rounds) != 1 || rounds[0] != (round{5, natskv.BatchStats{Singles: 5}}) {
+		t.Fatalf("expiry rounds %+v, want one of 5 single writes", rounds)
+	}
+}
