@@ -102,11 +102,20 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 		MaxDuration: 24 * time.Hour,
 		Logger:      quiet,
 	}
-	e.mgr, err = actors.New(ctx, cfg)
-	// A new cluster elects its JetStream leader on its own time, with no
-	// event to wait on: until then the bucket cannot be created.
-	for replicas > 1 && err != nil && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
+	if replicas > 1 {
+		// A new cluster elects its JetStream leader on its own time, with
+		// no event to wait on, and a request sent before then goes
+		// unanswered: short attempts until the bucket opens.
+		for {
+			attempt, cancelAttempt := context.WithTimeout(ctx, 2*time.Second)
+			e.mgr, err = actors.New(attempt, cfg)
+			cancelAttempt()
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	} else {
 		e.mgr, err = actors.New(ctx, cfg)
 	}
 	if err != nil {
