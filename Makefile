@@ -56,7 +56,7 @@ bench:
 # bench-suite runs the suite of issue 7 (module bench/, not part of CI): the
 # whole path (client over loopback TCP, agent, KV) against the raw limits,
 # with and without fsync, and against etcd and Redis if installed (as root:
-# bench/install-peers.sh). About 5 minutes with these flags; see
+# bench/install-peers.sh). About 8 minutes with these flags; see
 # docs/benchmarks.md, "The suite (issue 7)".
 BENCH_SUITE_FLAGS ?= -duration 3s -clients 1,32 -sync both
 bench-suite:
