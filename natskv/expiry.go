@@ -1,7 +1,6 @@
 package natskv
 
 import (
-	"container/heap"
 	"sort"
 	"time"
 )
@@ -23,23 +22,62 @@ type expiryEntry struct {
 	st     *state
 }
 
-func (q *expiryQueue) Len() int           { return len(q.entries) }
-func (q *expiryQueue) Less(i, j int) bool { return q.entries[i].expiry.Before(q.entries[j].expiry) }
-func (q *expiryQueue) Swap(i, j int)      { q.entries[i], q.entries[j] = q.entries[j], q.entries[i] }
-func (q *expiryQueue) Push(x any)         { q.entries = append(q.entries, x.(expiryEntry)) }
-func (q *expiryQueue) Pop() any {
+// The heap operations of container/heap, written out for expiryEntry:
+// through heap.Interface every push would box its entry.
+
+func (q *expiryQueue) less(i, j int) bool { return q.entries[i].expiry.Before(q.entries[j].expiry) }
+
+func (q *expiryQueue) push(e expiryEntry) {
+	q.entries = append(q.entries, e)
+	for i := len(q.entries) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if !q.less(i, parent) {
+			break
+		}
+		q.entries[i], q.entries[parent] = q.entries[parent], q.entries[i]
+		i = parent
+	}
+}
+
+// popTop removes the earliest entry.
+func (q *expiryQueue) popTop() {
 	n := len(q.entries) - 1
-	e := q.entries[n]
+	q.entries[0] = q.entries[n]
 	q.entries[n] = expiryEntry{}
 	q.entries = q.entries[:n]
-	return e
+	q.down(0)
+}
+
+func (q *expiryQueue) down(i int) {
+	n := len(q.entries)
+	for {
+		least := i
+		if l := 2*i + 1; l < n && q.less(l, least) {
+			least = l
+		}
+		if r := 2*i + 2; r < n && q.less(r, least) {
+			least = r
+		}
+		if least == i {
+			return
+		}
+		q.entries[i], q.entries[least] = q.entries[least], q.entries[i]
+		i = least
+	}
+}
+
+// reorder makes the entries a heap again.
+func (q *expiryQueue) reorder() {
+	for i := len(q.entries)/2 - 1; i >= 0; i-- {
+		q.down(i)
+	}
 }
 
 // hold installs s, a held lease's state, in the cache and queues its
 // expiry.
 func (c *Client) hold(name string, s *state) {
 	c.known[name] = s
-	heap.Push(&c.expiries, expiryEntry{expiry: s.expiry, name: name, st: s})
+	c.expiries.push(expiryEntry{expiry: s.expiry, name: name, st: s})
 	if len(c.expiries.entries) > 2*len(c.known)+64 {
 		c.compactExpiries()
 	}
@@ -58,7 +96,7 @@ func (c *Client) compactExpiries() {
 	}
 	clear(q.entries[len(live):])
 	q.entries = live
-	heap.Init(q)
+	q.reorder()
 }
 
 // Expiring returns the held leases whose expiry is before now, in name
@@ -68,7 +106,7 @@ func (c *Client) compactExpiries() {
 func (c *Client) Expiring(now time.Time) (due []string, next time.Time, ok bool) {
 	q := &c.expiries
 	for len(q.entries) > 0 && !c.live(q.entries[0]) {
-		heap.Pop(q)
+		q.popTop()
 	}
 	// Every entry below one that is not yet due is not due either: walk
 	// the due part of the heap, and its border for the earliest of the
