@@ -386,18 +386,17 @@ func (c *Client) LoadChanges(ctx context.Context, since uint64) (*Snapshot, erro
 // snapshot was read (possible when the read ran beside writes) is newer
 // than the snapshot, and stays.
 func (c *Client) ApplySnapshot(snap *Snapshot) error {
-	if snap.changes {
-		return c.applyChanges(snap)
-	}
 	defer func() { c.seen = max(c.seen, snap.upTo) }()
-	now := c.clock.Now()
 	old := c.known
-	c.known = make(map[string]*state, len(snap.entries))
-	for name, s := range old {
-		if s.revision > snap.upTo {
-			c.known[name] = s
+	if !snap.changes {
+		c.known = make(map[string]*state, len(snap.entries))
+		for name, s := range old {
+			if s.revision > snap.upTo {
+				c.known[name] = s
+			}
 		}
 	}
+	now := c.clock.Now()
 	var errs []error
 	for _, e := range snap.entries {
 		name, err := leaseFromKey(c.prefix, e.key)
@@ -405,40 +404,17 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 			errs = append(errs, fmt.Errorf("natskv: namespace %q: %w", c.namespace, err))
 			continue
 		}
-		if s, ok := old[name]; ok && s.revision > e.revision {
-			c.known[name] = s
-			continue
-		}
 		if s, ok := old[name]; ok {
 			c.known[name] = s // observe keeps its expiry if the revision is unchanged
+			if s.revision > e.revision {
+				continue
+			}
 		}
 		if err := c.observe(name, e, now); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
-}
-
-// applyChanges applies a LoadChanges snapshot: each write in order, unless
-// the cache already knows a newer revision of its key.
-func (c *Client) applyChanges(snap *Snapshot) error {
-	defer func() { c.seen = max(c.seen, snap.upTo) }()
-	now := c.clock.Now()
-	var errs []error
-	for _, e := range snap.entries {
-		name, err := leaseFromKey(c.prefix, e.key)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("natskv: namespace %q: %w", c.namespace, err))
-			continue
-		}
-		if s, ok := c.known[name]; ok && s.revision > e.revision {
-			continue
-		}
-		if err := c.observe(name, e, now); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
 }
 
