@@ -188,7 +188,7 @@ type namespaceActor struct {
 	// to go out as one round: expireAll's batch without group commit.
 	gathering bool
 	gathered  []pendingWrite
-	expiries  int  // expiries running; the namespace reloads when the last ends
+	expiries  int  // expiries running; the timer is set again when the last ends
 	expired   bool // the batch running started an expiry
 	lostRace  bool // and one of its expiries lost to another writer
 
@@ -832,8 +832,8 @@ func (a *namespaceActor) expireAll() {
 	a.afterExpiries()
 }
 
-// expiryEnded counts an expiry out and starts the next, or reloads the
-// namespace after the last.
+// expiryEnded counts an expiry out and starts the next, or sees to the end
+// of the batch after the last.
 func (a *namespaceActor) expiryEnded() {
 	a.expiries--
 	if len(a.expiring) > 0 {
