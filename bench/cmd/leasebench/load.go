@@ -27,28 +27,45 @@ func closedLoop(d time.Duration, n int, op func(g, i int) error) stats.Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			lat := make([]time.Duration, 0, 1024)
-			errs := 0
-			var firstErr error
-			for i := 0; time.Now().Before(deadline) && errs < maxErrors; i++ {
-				t := time.Now()
-				if err := op(g, i); err != nil {
-					if firstErr == nil {
-						firstErr = err
-					}
-					errs++
-					continue
-				}
-				lat = append(lat, time.Since(t))
+			t := tally{lat: make([]time.Duration, 0, 1024)}
+			for i := 0; time.Now().Before(deadline) && t.errs < maxErrors; i++ {
+				_ = t.time(func() error { return op(g, i) })
 			}
-			mu.Lock()
-			res.Add(lat, errs, firstErr)
-			mu.Unlock()
+			t.into(&mu, &res)
 		}()
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
 	return res
+}
+
+// tally is one worker's share of a row: its calls' latencies, how many
+// failed and the first error.
+type tally struct {
+	lat   []time.Duration
+	errs  int
+	first error
+}
+
+// time calls op and records its latency, or its error, which it returns.
+func (t *tally) time(op func() error) error {
+	start := time.Now()
+	if err := op(); err != nil {
+		t.errs++
+		if t.first == nil {
+			t.first = err
+		}
+		return err
+	}
+	t.lat = append(t.lat, time.Since(start))
+	return nil
+}
+
+// into adds the tally to the row's result, under mu.
+func (t *tally) into(mu *sync.Mutex, res *stats.Result) {
+	mu.Lock()
+	defer mu.Unlock()
+	res.Add(t.lat, t.errs, t.first)
 }
 
 // parallelEach calls op(i) for i in [0, count) from n goroutines and

@@ -95,32 +95,22 @@ func steady(parent string, durable bool, count int, d time.Duration, rounds int)
 	cpu0 := cpuTime()
 	for g := range clients {
 		wg.Go(func() {
-			var lat []time.Duration
-			errs := 0
-			var firstErr error
+			var t tally
 			for r := range rounds {
 				for i := g; i < count; i += clients {
 					due := start.Add(time.Duration(r)*(d/2) + time.Duration(float64(d/2)*float64(i)/float64(count)))
 					if wait := time.Until(due); wait > 0 {
 						time.Sleep(wait) // pacing: the schedule is the workload
-					} else if -wait > time.Duration(lag.Load()) {
-						lag.Store(int64(-wait))
-					}
-					t := time.Now()
-					if err := cs[g].Namespace("steady").Claim(name(i), holder(i), d); err != nil {
-						lost.Add(1)
-						errs++
-						if firstErr == nil {
-							firstErr = err
+					} else {
+						for l := lag.Load(); int64(-wait) > l && !lag.CompareAndSwap(l, int64(-wait)); l = lag.Load() {
 						}
-						continue
 					}
-					lat = append(lat, time.Since(t))
+					if err := t.time(func() error { return cs[g].Namespace("steady").Claim(name(i), holder(i), d) }); err != nil {
+						lost.Add(1)
+					}
 				}
 			}
-			mu.Lock()
-			result.Add(lat, errs, firstErr)
-			mu.Unlock()
+			t.into(&mu, &result)
 		})
 	}
 	wg.Wait()
