@@ -143,6 +143,8 @@ type hooks struct {
 	// receive sees every message a namespace actor handles, first; it may
 	// panic.
 	receive func(namespace string, msg any)
+	// sweepEvery replaces the const of that name if positive.
+	sweepEvery time.Duration
 	// maxRoundWait replaces the const of that name if positive.
 	maxRoundWait time.Duration
 	// loadStarted is called, on the actor's goroutine, when a namespace

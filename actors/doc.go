@@ -9,6 +9,15 @@
 // handle that implements lease.Claimer and lease.Checker, with
 // context-taking twins of each call, a listing and a release.
 //
+// Claims, releases and checks also come in a form for callers that must
+// not wait (ClaimFunc, ReleaseFunc, Token.CheckFunc): the call returns at
+// once and its answer function is called once, from the namespace actor's
+// goroutine when the outcome is known, so a service can reply to its own
+// caller from there with no goroutine parked per request. Instead of a
+// context such a call takes a deadline: past it (checked every 100ms) the
+// answer is context.DeadlineExceeded, and Stop answers ErrStopped, as their
+// context twins would return.
+//
 // # Decisions
 //
 //   - Claim: a free lease is claimed; the holder's own lease is extended;

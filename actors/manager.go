@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -117,6 +118,7 @@ type Manager struct {
 	pid      *actor.PID
 	cancel   context.CancelFunc
 	stopping chan struct{} // closed when Stop begins: pending calls fail
+	pending  *pendingCalls // the Func calls not yet answered
 	stopped  chan struct{} // closed when every actor has stopped
 	stopOnce sync.Once
 	// shutdownOnce ends the actor system, once every actor has stopped.
@@ -157,6 +159,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cancel:   cancel,
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
+		pending:  newPendingCalls(cmp.Or(cfg.hooks.sweepEvery, sweepEvery)),
 	}
 	props := actor.PropsFromProducer(
 		func() actor.Actor { return newManagerActor(rt, m.stopped) },
@@ -178,6 +181,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 func (m *Manager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
 		close(m.stopping)
+		m.pending.stop(ErrStopped)
 		m.cancel()
 		m.rt.system.Root.Poison(m.pid)
 	})

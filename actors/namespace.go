@@ -36,6 +36,31 @@ func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) 
 // the call started. ErrClaimDenied means another holder holds it. A lease
 // whose holder's time is up is expired and claimed in one call.
 func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	if err := n.checkClaim(leaseName, holderName, duration); err != nil {
+		return err
+	}
+	reply := newAnswer[error]()
+	return n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply.ch)
+}
+
+// ClaimFunc is ClaimContext for callers that must not wait, such as a
+// service answering requests: it returns at once, and answer is called
+// once with what ClaimContext would return. If the call is not answered
+// by deadline, answer gets context.DeadlineExceeded (within sweepEvery of
+// it); the claim may still take effect.
+//
+// answer runs on the namespace actor's goroutine, or on the caller's if
+// the call fails before reaching it, or on Stop's: it must not block.
+func (n *Namespace) ClaimFunc(deadline time.Time, leaseName, holderName string, duration time.Duration, answer func(error)) {
+	if err := n.checkClaim(leaseName, holderName, duration); err != nil {
+		answer(err)
+		return
+	}
+	reply := newFuncAnswer(n.m.pending, deadline, answer, errorOf)
+	n.sendFunc(&claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply)
+}
+
+func (n *Namespace) checkClaim(leaseName, holderName string, duration time.Duration) error {
 	if err := n.checkLease(leaseName); err != nil {
 		return err
 	}
@@ -45,24 +70,35 @@ func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName stri
 	if duration <= 0 || duration > n.m.rt.cfg.MaxDuration {
 		return fmt.Errorf("%w: duration %v is not in (0, %v]", ErrInvalidArgument, duration, n.m.rt.cfg.MaxDuration)
 	}
-	if err := n.policyDuration(duration); err != nil {
-		return err
-	}
-	reply := make(chan error, 1)
-	return n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply)
+	return n.policyDuration(duration)
 }
 
 // Release gives up a lease that holder holds, now: waiters wake and the
 // expired event is published. ErrNotHeld means holder does not hold it.
 func (n *Namespace) Release(ctx context.Context, leaseName, holderName string) error {
+	if err := n.checkRelease(leaseName, holderName); err != nil {
+		return err
+	}
+	reply := newAnswer[error]()
+	return n.call(ctx, &releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply.ch)
+}
+
+// ReleaseFunc is Release as ClaimFunc is ClaimContext: it returns at once
+// and answer, which must not block, is called once.
+func (n *Namespace) ReleaseFunc(deadline time.Time, leaseName, holderName string, answer func(error)) {
+	if err := n.checkRelease(leaseName, holderName); err != nil {
+		answer(err)
+		return
+	}
+	reply := newFuncAnswer(n.m.pending, deadline, answer, errorOf)
+	n.sendFunc(&releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply)
+}
+
+func (n *Namespace) checkRelease(leaseName, holderName string) error {
 	if err := n.checkLease(leaseName); err != nil {
 		return err
 	}
-	if err := n.checkHolder(holderName); err != nil {
-		return err
-	}
-	reply := make(chan error, 1)
-	return n.call(ctx, &releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply)
+	return n.checkHolder(holderName)
 }
 
 // WaitUntilExpired is WaitUntilExpiredContext without a deadline.
@@ -142,17 +178,14 @@ func (t *Token) Check(trapdoorKey interface{}) error {
 // namespace from the store once and looks again. A non-nil trapdoorKey goes
 // to the lease's Trapdoor: a *natskv.Fence receives the fencing token.
 func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error {
-	if err := t.n.checkLease(t.lease); err != nil {
+	if err := t.checkArgs(); err != nil {
 		return err
 	}
-	if err := t.n.checkHolder(t.holder); err != nil {
-		return err
-	}
-	reply := make(chan checkResult, 1)
+	reply := newAnswer[checkResult]()
 	if err := t.n.m.send(t.n.name, &checkRequest{lease: t.lease, holder: t.holder, reply: reply}); err != nil {
 		return err
 	}
-	res, err := await(ctx, t.n.m, reply)
+	res, err := await(ctx, t.n.m, reply.ch)
 	if err != nil {
 		return err
 	}
@@ -160,6 +193,28 @@ func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error
 		return res.err
 	}
 	return res.info.Trapdoor(trapdoorKey)
+}
+
+// CheckFunc is CheckContext as ClaimFunc is ClaimContext: it returns at
+// once and answer, which must not block, is called once, with the lease's
+// Info if the holder holds it and the error CheckContext would return if
+// not. The Info's Trapdoor accepts a *natskv.Fence.
+func (t *Token) CheckFunc(deadline time.Time, answer func(lease.Info, error)) {
+	if err := t.checkArgs(); err != nil {
+		answer(lease.Info{}, err)
+		return
+	}
+	reply := newFuncAnswer(t.n.m.pending, deadline,
+		func(r checkResult) { answer(r.info, r.err) },
+		func(err error) checkResult { return checkResult{err: err} })
+	t.n.sendFunc(&checkRequest{lease: t.lease, holder: t.holder, reply: reply}, reply)
+}
+
+func (t *Token) checkArgs() error {
+	if err := t.n.checkLease(t.lease); err != nil {
+		return err
+	}
+	return t.n.checkHolder(t.holder)
 }
 
 // call sends a request whose reply is an error and waits for it.
@@ -173,6 +228,16 @@ func (n *Namespace) call(ctx context.Context, msg any, reply chan error) error {
 	}
 	return res
 }
+
+// sendFunc sends the request of a Func call, failing the call if it
+// cannot be sent.
+func (n *Namespace) sendFunc(msg any, reply failer) {
+	if err := n.m.send(n.name, msg); err != nil {
+		reply.fail(err)
+	}
+}
+
+func errorOf(err error) error { return err }
 
 // checkNamespace, checkLease and checkHolder check a name, then what
 // Config.Policy says of it.

@@ -18,17 +18,17 @@ import (
 )
 
 // Requests a namespace actor serves. Each carries a buffered reply channel
-// that the actor answers exactly once, without blocking.
+// or an answer that the actor answers once, without blocking.
 type (
 	claimRequest struct {
 		lease, holder string
 		duration      time.Duration
-		reply         chan error
+		reply         *answer[error]
 	}
 	checkRequest struct {
 		lease, holder string
 		refreshed     bool // a miss has already been refreshed once
-		reply         chan checkResult
+		reply         *answer[checkResult]
 	}
 	checkResult struct {
 		info lease.Info
@@ -36,7 +36,7 @@ type (
 	}
 	releaseRequest struct {
 		lease, holder string
-		reply         chan error
+		reply         *answer[error]
 	}
 	leasesRequest struct {
 		reply chan leasesResult
@@ -120,7 +120,7 @@ type op struct {
 	kind          opKind
 	lease, holder string
 	duration      time.Duration
-	reply         chan error // nil for ops the actor starts itself
+	reply         *answer[error] // nil for ops the actor starts itself
 	lostRaces     int
 	finished      bool
 	granted       bool // a claim made the holder the holder (not an extension)
@@ -327,11 +327,11 @@ func (a *namespaceActor) check(m *checkRequest) {
 	holder, expiry, ok := a.store.Holder(m.lease)
 	if ok && holder == m.holder && !a.clock.Now().After(expiry) {
 		info, _ := a.store.Lease(m.lease)
-		m.reply <- checkResult{info: info}
+		m.reply.send(checkResult{info: info})
 		return
 	}
 	if m.refreshed {
-		m.reply <- checkResult{err: fmt.Errorf("%w: %q does not hold %q in namespace %q", lease.ErrNotHeld, m.holder, m.lease, a.name)}
+		m.reply.send(checkResult{err: fmt.Errorf("%w: %q does not hold %q in namespace %q", lease.ErrNotHeld, m.holder, m.lease, a.name)})
 		return
 	}
 	m.refreshed = true
@@ -581,9 +581,7 @@ func (a *namespaceActor) finish(o *op, err error) {
 		return
 	}
 	o.finished = true
-	if o.reply != nil {
-		o.reply <- err
-	}
+	o.reply.send(err)
 	if o.kind == opClaim {
 		a.rt.cfg.Metrics.Claim(a.name, claimResult(o, err))
 	}
@@ -639,9 +637,9 @@ func (a *namespaceActor) failAll(err error) {
 	a.failEarly(err)
 	for _, queue := range a.ops {
 		for _, o := range queue {
-			if !o.finished && o.reply != nil {
+			if !o.finished {
 				o.finished = true
-				trySend(o.reply, err)
+				o.reply.send(err)
 			}
 		}
 	}
@@ -653,7 +651,7 @@ func (a *namespaceActor) failAll(err error) {
 	}
 	a.waiters = make(map[string]map[*waiter]struct{})
 	for _, c := range append(a.afterLoad, a.nextLoad...) {
-		trySend(c.reply, checkResult{err: err})
+		c.reply.send(checkResult{err: err})
 	}
 	a.afterLoad, a.nextLoad = nil, nil
 }
@@ -670,11 +668,11 @@ func (a *namespaceActor) failEarly(err error) {
 func failRequest(msg any, err error) {
 	switch m := msg.(type) {
 	case *claimRequest:
-		trySend(m.reply, err)
+		m.reply.send(err)
 	case *releaseRequest:
-		trySend(m.reply, err)
+		m.reply.send(err)
 	case *checkRequest:
-		trySend(m.reply, checkResult{err: err})
+		m.reply.send(checkResult{err: err})
 	case *leasesRequest:
 		trySend(m.reply, leasesResult{err: err})
 	case *leaseRequest:
