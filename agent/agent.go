@@ -7,10 +7,16 @@
 // share the load and `nats micro ls/info/stats` show them. A request for an
 // operation that does not exist gets an error reply too.
 //
-// Handlers never wait for the Manager: each request is handed to a
-// goroutine and the handler returns, because a NATS subscription delivers
-// one message at a time and a waiting handler would serialise the service.
-// Micro's statistics therefore count requests, not their outcomes.
+// Handlers never wait for the Manager, because a NATS subscription
+// delivers one message at a time and a waiting handler would serialise the
+// service. Claims, checks and releases for a namespace this agent answers
+// for are handed to the Manager with a function that replies, which the
+// namespace's actor calls when the answer is known: the reply is sent from
+// where the answer arrives and no goroutine waits for it. Lists, states,
+// and requests for a namespace whose ownership is not settled yet each get
+// a goroutine. Micro's statistics therefore count requests, not their
+// outcomes. A request not answered within Config.RequestTimeout gets
+// CODE_UNAVAILABLE; it may still take effect.
 //
 // # Several agents on one bucket
 //
@@ -70,6 +76,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/metrics"
@@ -138,9 +145,10 @@ type Service struct {
 	svc micro.Service
 	// malformed answers requests on malformed subjects under the prefix.
 	malformed []*nats.Subscription
-	handlers  map[string]handler // by operation
-	owners    *owners            // nil without Ownership
-	toMe      *nats.Subscription // requests forwarded to this agent
+	handlers  map[string]handler  // by operation: those that wait
+	answerers map[string]answerer // by operation: those that do not
+	owners    *owners             // nil without Ownership
+	toMe      *nats.Subscription  // requests forwarded to this agent
 	ownersWG  sync.WaitGroup
 	stopOwn   context.CancelFunc
 	ctx       context.Context
@@ -170,11 +178,13 @@ func Start(cfg Config) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel}
 	s.handlers = map[string]handler{
+		protocol.OpList:  s.list,
+		protocol.OpState: s.state,
+	}
+	s.answerers = map[string]answerer{
 		protocol.OpClaim:   s.claim,
 		protocol.OpCheck:   s.check,
-		protocol.OpList:    s.list,
 		protocol.OpRelease: s.release,
-		protocol.OpState:   s.state,
 	}
 	// Ownership first: a request taken before it is in place would be
 	// answered without asking who owns its namespace.
@@ -201,8 +211,7 @@ func Start(cfg Config) (*Service, error) {
 	}
 	s.svc = svc
 	for _, op := range protocol.Operations {
-		handle := s.handlers[op]
-		err := svc.AddEndpoint(op, micro.HandlerFunc(func(r micro.Request) { s.serve(op, r, handle) }),
+		err := svc.AddEndpoint(op, micro.HandlerFunc(func(r micro.Request) { s.serve(op, r) }),
 			micro.WithEndpointSubject(cfg.Prefix+"."+op+".*"))
 		if err != nil {
 			_ = s.Stop()
@@ -330,13 +339,13 @@ type request struct {
 	namespace string
 }
 
-// serve hands a request to a goroutine and returns at once.
-func (s *Service) serve(op string, r micro.Request, handle handler) {
+// serve hands a request on and returns at once.
+func (s *Service) serve(op string, r micro.Request) {
 	reply := r.Reply()
 	if reply == "" {
 		return // nobody to answer
 	}
-	s.dispatch(op, &nats.Msg{Subject: r.Subject(), Reply: reply, Data: r.Data(), Header: nats.Header(r.Headers())}, handle, false)
+	s.dispatch(op, &nats.Msg{Subject: r.Subject(), Reply: reply, Data: r.Data(), Header: nats.Header(r.Headers())}, false)
 }
 
 // forwarded serves a request another agent forwarded to this one, as its
@@ -355,61 +364,104 @@ func (s *Service) forwarded(m *nats.Msg) {
 		_ = m.Respond(nil)
 		return
 	}
-	handle := s.handlers[op]
-	if handle == nil {
+	if !slices.Contains(protocol.Operations, op) {
 		return
 	}
-	s.dispatch(op, m, handle, true)
+	s.dispatch(op, m, true)
 }
 
-// handler serves one operation for a namespace this agent answers for.
+// handler serves one operation for a namespace this agent answers for, and
+// returns the reply.
 type handler func(context.Context, *actors.Namespace, *request) proto.Message
 
-// dispatch serves a request on its own goroutine: answers it if this agent
-// owns the namespace (taking ownership if nobody has it), or forwards it
-// to the owner unless it was forwarded already.
-func (s *Service) dispatch(op string, m *nats.Msg, handle handler, wasForwarded bool) {
+// answerer serves one operation for a namespace this agent answers for
+// without waiting: it returns at once, and calls reply once, from where the
+// answer arrives (the namespace's actor, mostly), at the latest soon after
+// deadline. reply must not block.
+type answerer func(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message))
+
+// dispatch serves a request: answers it if this agent owns the namespace
+// (taking ownership if nobody has it), or forwards it to the owner unless
+// it was forwarded already. Claims, checks and releases for a namespace
+// this agent owns now go to the Manager with a function that replies: no
+// goroutine waits for them. Any other request gets a goroutine.
+func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 	req := &request{
 		json: m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
 		data: m.Data,
 	}
 	s.inflight.Add(1)
 	start := time.Now()
-	go func() {
-		defer s.inflight.Done()
-		defer func() { s.cfg.Metrics.Request(op, time.Since(start)) }()
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
-		defer cancel()
-		ns, err := namespaceOf(m.Subject, s.cfg.Prefix)
-		if err != nil {
-			s.respond(m.Reply, req.json, failure(op, err))
+	ns, err := namespaceOf(m.Subject, s.cfg.Prefix)
+	if err != nil {
+		s.reply(op, m.Reply, req, 0, failure(op, err), start)
+		return
+	}
+	req.namespace = ns
+	answer := s.answerers[op]
+	if answer != nil {
+		if tenure, ok := s.ownedNow(ns); ok {
+			answer(s.cfg.Manager.Namespace(ns), req, start.Add(s.cfg.RequestTimeout), func(out proto.Message) {
+				s.reply(op, m.Reply, req, tenure, out, start)
+			})
 			return
 		}
-		req.namespace = ns
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.RequestTimeout)
+		defer cancel()
 		var rt route
 		if s.owners != nil {
 			if rt, err = s.owners.route(ctx, ns); err != nil {
-				s.respond(m.Reply, req.json, failure(op, err))
+				s.reply(op, m.Reply, req, 0, failure(op, err), start)
 				return
 			}
 			if !rt.local {
 				s.forward(ctx, op, m, ns, rt.owner, wasForwarded)
+				s.cfg.Metrics.Request(op, time.Since(start))
+				s.inflight.Done()
 				return
 			}
 		}
-		out := handle(ctx, s.cfg.Manager.Namespace(ns), req)
+		var out proto.Message
+		if answer != nil {
+			deadline, _ := ctx.Deadline()
+			answered := make(chan proto.Message, 1)
+			answer(s.cfg.Manager.Namespace(ns), req, deadline, func(out proto.Message) { answered <- out })
+			out = <-answered
+		} else {
+			out = s.handlers[op](ctx, s.cfg.Manager.Namespace(ns), req)
+		}
 		if s.ctx.Err() != nil && ctx.Err() != nil {
 			// Stop cut the request short (it came in as the service was
 			// stopping): its outcome is unknown, and another agent, or this
 			// one restarted, may serve the retry.
 			out = failure(op, fmt.Errorf("%w: this agent is stopping; retry", protocol.ErrUnavailable))
 		}
-		if s.owners != nil && !s.owners.holds(ns, rt.tenure) {
-			// The answer may come from state another owner has changed.
-			out = failure(op, fmt.Errorf("%w: this agent stopped owning namespace %q while answering; retry", protocol.ErrUnavailable, ns))
-		}
-		s.respond(m.Reply, req.json, out)
+		s.reply(op, m.Reply, req, rt.tenure, out, start)
 	}()
+}
+
+// ownedNow reports whether this agent answers for ns now, without waiting,
+// and in which tenure: always without Ownership.
+func (s *Service) ownedNow(ns string) (tenure uint64, ok bool) {
+	if s.owners == nil {
+		return 0, true
+	}
+	return s.owners.ownedNow(ns)
+}
+
+// reply sends a request's reply and counts the request done. A reply
+// from the state of a namespace this agent owned in tenure (never 0) is
+// replaced by an error if the agent has lost it since.
+func (s *Service) reply(op, to string, req *request, tenure uint64, out proto.Message, start time.Time) {
+	if s.owners != nil && tenure != 0 && !s.owners.holds(req.namespace, tenure) {
+		// The answer may come from state another owner has changed.
+		out = failure(op, fmt.Errorf("%w: this agent stopped owning namespace %q while answering; retry", protocol.ErrUnavailable, req.namespace))
+	}
+	s.respond(to, req.json, out)
+	s.cfg.Metrics.Request(op, time.Since(start))
+	s.inflight.Done()
 }
 
 // forward hands a request to the agent that owns its namespace and relays
@@ -521,34 +573,52 @@ func decode(req *request, m proto.Message) error {
 	return nil
 }
 
-func (s *Service) claim(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
-	var in messages.ClaimRequest
-	if err := decode(req, &in); err != nil {
-		return failure(protocol.OpClaim, err)
+// timedOut turns the Manager's answer to a call past its deadline into
+// the error the caller is told: unavailable, retry.
+func (s *Service) timedOut(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: no answer within the agent's request timeout (%v); the change may still take effect; retry",
+			protocol.ErrUnavailable, s.cfg.RequestTimeout)
 	}
-	if in.GetDuration() == nil {
-		return failure(protocol.OpClaim, fmt.Errorf("%w: duration is missing", protocol.ErrInvalidArgument))
-	}
-	if err := in.GetDuration().CheckValid(); err != nil {
-		return failure(protocol.OpClaim, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err))
-	}
-	err := n.ClaimContext(ctx, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration())
-	if err != nil {
-		return failure(protocol.OpClaim, err)
-	}
-	return &messages.ClaimReply{Status: protocol.Status(nil)}
+	return err
 }
 
-func (s *Service) check(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+func (s *Service) claim(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
+	var in messages.ClaimRequest
+	if err := decode(req, &in); err != nil {
+		reply(failure(protocol.OpClaim, err))
+		return
+	}
+	if in.GetDuration() == nil {
+		reply(failure(protocol.OpClaim, fmt.Errorf("%w: duration is missing", protocol.ErrInvalidArgument)))
+		return
+	}
+	if err := in.GetDuration().CheckValid(); err != nil {
+		reply(failure(protocol.OpClaim, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err)))
+		return
+	}
+	n.ClaimFunc(deadline, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration(), func(err error) {
+		reply(&messages.ClaimReply{Status: protocol.Status(s.timedOut(err))})
+	})
+}
+
+func (s *Service) check(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
 	var in messages.CheckRequest
 	if err := decode(req, &in); err != nil {
-		return failure(protocol.OpCheck, err)
+		reply(failure(protocol.OpCheck, err))
+		return
 	}
-	var f natskv.Fence
-	if err := n.Token(in.GetLease(), in.GetHolder()).(*actors.Token).CheckContext(ctx, &f); err != nil {
-		return failure(protocol.OpCheck, err)
-	}
-	return &messages.CheckReply{Status: protocol.Status(nil), Revision: f.Revision, Bucket: f.Bucket, Key: f.Key}
+	n.Token(in.GetLease(), in.GetHolder()).(*actors.Token).CheckFunc(deadline, func(info lease.Info, err error) {
+		var f natskv.Fence
+		if err == nil {
+			err = info.Trapdoor(&f)
+		}
+		if err != nil {
+			reply(failure(protocol.OpCheck, s.timedOut(err)))
+			return
+		}
+		reply(&messages.CheckReply{Status: protocol.Status(nil), Revision: f.Revision, Bucket: f.Bucket, Key: f.Key})
+	})
 }
 
 func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
@@ -558,7 +628,7 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 	}
 	leases, err := n.Leases(ctx)
 	if err != nil {
-		return failure(protocol.OpList, err)
+		return failure(protocol.OpList, s.timedOut(err))
 	}
 	names := make([]string, 0, len(leases))
 	for name := range leases {
@@ -601,15 +671,15 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 // status, the next lease name, and the headers of a JSON reply.
 const listReplyOverhead = 4096
 
-func (s *Service) release(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
+func (s *Service) release(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
 	var in messages.ReleaseRequest
 	if err := decode(req, &in); err != nil {
-		return failure(protocol.OpRelease, err)
+		reply(failure(protocol.OpRelease, err))
+		return
 	}
-	if err := n.Release(ctx, in.GetLease(), in.GetHolder()); err != nil {
-		return failure(protocol.OpRelease, err)
-	}
-	return &messages.ReleaseReply{Status: protocol.Status(nil)}
+	n.ReleaseFunc(deadline, in.GetLease(), in.GetHolder(), func(err error) {
+		reply(&messages.ReleaseReply{Status: protocol.Status(s.timedOut(err))})
+	})
 }
 
 func (s *Service) state(ctx context.Context, n *actors.Namespace, req *request) proto.Message {
@@ -619,7 +689,7 @@ func (s *Service) state(ctx context.Context, n *actors.Namespace, req *request) 
 	}
 	info, held, err := n.Lease(ctx, in.GetLease())
 	if err != nil {
-		return failure(protocol.OpState, err)
+		return failure(protocol.OpState, s.timedOut(err))
 	}
 	out := &messages.StateReply{Status: protocol.Status(nil), Held: held}
 	if held {

@@ -157,6 +157,20 @@ func newOwners(cfg Ownership, mgr *actors.Manager, log *slog.Logger) (*owners, e
 // before it is told to retry.
 const maxRouteAttempts = 4
 
+// ownedNow reports whether this agent owns ns now, and in which tenure;
+// unlike route, it never waits and never takes ownership.
+func (o *owners) ownedNow(ns string) (tenure uint64, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.clock.Now()
+	t, ok := o.owned[ns]
+	if o.closed || !ok || !now.Before(t.until) {
+		return 0, false
+	}
+	t.lastUsed = now
+	return t.id, true
+}
+
 // route returns who answers for ns now, taking ownership of it if nobody
 // holds it (or its owner's lease has expired).
 func (o *owners) route(ctx context.Context, ns string) (route, error) {
