@@ -129,6 +129,8 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return nil, fmt.Errorf("natskv: create bucket %q: %w", cfg.Name, err)
 		}
+	} else if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("natskv: bind bucket %q: %w (is JetStream enabled on the server, and in this account?)", cfg.Name, err)
 	} else if err != nil {
 		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
 	}

@@ -184,12 +184,15 @@ func warnIfClusterExposed(logger *slog.Logger, cfg serveConfig) {
 // startManager starts the lease manager within cfg.StartTimeout. In
 // cluster mode it retries while the JetStream cluster forms (until a meta
 // leader is elected and enough servers have joined for the bucket's
-// replicas), logging the wait; standalone or external, one attempt.
-// srv is the embedded server, if any.
+// replicas), logging the wait. In external mode it retries too, in short
+// attempts: a JetStream cluster that has just formed can leave a request
+// to create the bucket unanswered, and one attempt would wait out the
+// whole start timeout. Standalone, one attempt. srv is the embedded
+// server, if any.
 func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mcfg actors.Config, logger *slog.Logger) (*actors.Manager, error) {
 	startCtx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	if !cfg.Cluster.Enabled() || srv == nil {
+	if srv != nil && !cfg.Cluster.Enabled() {
 		return actors.New(startCtx, mcfg)
 	}
 	if err := mcfg.Validate(); err != nil {
@@ -206,7 +209,7 @@ func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mc
 		// no answer and would wait for its whole timeout: poll the
 		// server's own view first.
 		err := errNoMetaLeader
-		if metaLeader(srv) != "" {
+		if srv == nil || metaLeader(srv) != "" {
 			attempts++
 			// Short attempts at first: a request that crossed another
 			// node's creation of the bucket can go unanswered.
@@ -214,6 +217,7 @@ func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mc
 			attemptCtx, cancelAttempt := context.WithTimeout(startCtx, limit)
 			var mgr *actors.Manager
 			mgr, err = actors.New(attemptCtx, mcfg)
+			timedOut := attemptCtx.Err() != nil
 			cancelAttempt()
 			if err == nil {
 				if attempts > 1 || time.Since(begin) > time.Second {
@@ -221,17 +225,29 @@ func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mc
 				}
 				return mgr, nil
 			}
+			if srv == nil && !timedOut && startCtx.Err() == nil {
+				// External: only an unanswered request is worth another
+				// attempt; a server without JetStream, say, stays so.
+				return nil, err
+			}
 		}
 		if startCtx.Err() != nil {
 			if ctx.Err() != nil {
 				return nil, err
 			}
+			if srv == nil {
+				return nil, fmt.Errorf("the bucket could not be opened within %v (--start-timeout): %w", cfg.StartTimeout, err)
+			}
 			return nil, fmt.Errorf("the JetStream cluster did not form within %v (--start-timeout): %w", cfg.StartTimeout, err)
 		}
 		if now := time.Now(); now.Sub(lastLog) >= clusterWaitLogEvery && now.Sub(begin) >= time.Second {
 			lastLog = now
-			logger.Info("waiting for the JetStream cluster", "cluster", cfg.Cluster.Name, "server", srv.Name(),
-				"routes", srv.NATSServer().NumRoutes(), "waited", now.Sub(begin).Round(time.Second), "err", err)
+			if srv == nil {
+				logger.Info("waiting for the NATS server's JetStream", "waited", now.Sub(begin).Round(time.Second), "err", err)
+			} else {
+				logger.Info("waiting for the JetStream cluster", "cluster", cfg.Cluster.Name, "server", srv.Name(),
+					"routes", srv.NATSServer().NumRoutes(), "waited", now.Sub(begin).Round(time.Second), "err", err)
+			}
 		}
 		wait := clusterPoll
 		if err != errNoMetaLeader {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/leaseagent/lease/embedded"
 )
 
@@ -225,4 +227,33 @@ func TestServeWaitsForTheCluster(t *testing.T) {
 			t.Errorf("logs lack \"stopped before serving\":\n%s", logs.String())
 		}
 	})
+}
+
+// In external mode serve retries an attempt to open the bucket only if it
+// went unanswered: a server without JetStream fails it at once, with the
+// server's reason, not after --start-timeout.
+func TestServeExternalWithoutJetStreamFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	opts := &server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	cfg := serveConfig{
+		NATSURL: ns.ClientURL(), StartTimeout: 20 * time.Second,
+		Bucket: "leases", Replicas: 1, Prefix: "lease", MaxDuration: time.Hour,
+	}
+	var stdout strings.Builder
+	err = serve(context.Background(), cfg, &stdout, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "jetstream") || strings.Contains(err.Error(), "within") {
+		t.Fatalf("serve = %v, want the server's JetStream error, at once", err)
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("stdout = %q, want nothing", stdout.String())
+	}
 }
