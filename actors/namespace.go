@@ -46,11 +46,12 @@ func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName stri
 // ClaimFunc is ClaimContext for callers that must not wait, such as a
 // service answering requests: it returns at once, and answer is called
 // once with what ClaimContext would return. If the call is not answered
-// by deadline, answer gets context.DeadlineExceeded (within sweepEvery of
-// it); the claim may still take effect.
+// by deadline, answer gets context.DeadlineExceeded (deadlines are checked
+// every 100ms); the claim may still take effect.
 //
-// answer runs on the namespace actor's goroutine, or on the caller's if
-// the call fails before reaching it, or on Stop's: it must not block.
+// answer runs on the namespace actor's goroutine; or on the caller's if
+// the call fails before it reaches the actor, and on Stop's or the
+// deadline check's if they answer first. It must not block.
 func (n *Namespace) ClaimFunc(deadline time.Time, leaseName, holderName string, duration time.Duration, answer func(error)) {
 	if err := n.checkClaim(leaseName, holderName, duration); err != nil {
 		answer(err)

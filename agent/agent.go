@@ -412,6 +412,7 @@ func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 		defer cancel()
 		var rt route
 		if s.owners != nil {
+			var err error
 			if rt, err = s.owners.route(ctx, ns); err != nil {
 				s.reply(op, m.Reply, req, 0, failure(op, err), start)
 				return
