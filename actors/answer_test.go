@@ -114,16 +114,11 @@ func TestFuncCallsAnswerAsTheirContextTwins(t *testing.T) {
 // with context.DeadlineExceeded, once: the write's outcome, when it comes,
 // is not a second answer.
 func TestFuncCallPastItsDeadlineIsAnsweredOnce(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
+	var entered <-chan struct{}
+	release := make(chan struct{})
 	h := newHarness(t, func(cfg *Config) {
 		cfg.hooks.sweepEvery = time.Millisecond
-		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
-			if w.Lease() == "stuck" {
-				close(entered)
-				<-release
-			}
-			w.Run(ctx)
-		}
+		entered = holdWrite(cfg, "stuck", release)
 	})
 	n := h.start("ns")
 	c := newFuncCall()
@@ -144,16 +139,8 @@ func TestFuncCallPastItsDeadlineIsAnsweredOnce(t *testing.T) {
 }
 
 func TestStopAnswersPendingFuncCalls(t *testing.T) {
-	entered := make(chan struct{})
-	h := newHarness(t, func(cfg *Config) {
-		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
-			if w.Lease() == "stuck" {
-				close(entered)
-				<-ctx.Done() // until Stop abandons it
-			}
-			w.Run(ctx)
-		}
-	})
+	var entered <-chan struct{}
+	h := newHarness(t, func(cfg *Config) { entered = holdWrite(cfg, "stuck", nil) }) // until Stop abandons it
 	n := h.start("ns")
 	c := newFuncCall()
 	n.ClaimFunc(time.Now().Add(time.Hour), "stuck", "h", time.Minute, c.answer)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,4 +299,23 @@ func waitRegistrations(cfg *Config) <-chan string {
 		}
 	}
 	return ch
+}
+
+// holdWrite makes the store write of one lease wait once it has begun
+// (the returned channel is closed then) until release is closed or, with
+// release nil, until the Manager stops.
+func holdWrite(cfg *Config, leaseName string, release <-chan struct{}) <-chan struct{} {
+	entered := make(chan struct{})
+	var once sync.Once
+	cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+		if w.Lease() == leaseName {
+			once.Do(func() { close(entered) })
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		w.Run(ctx)
+	}
+	return entered
 }

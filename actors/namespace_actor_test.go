@@ -386,16 +386,11 @@ func TestSameLeaseInTwoNamespaces(t *testing.T) {
 func TestSlowWriteDoesNotDelayOtherLeases(t *testing.T) {
 	for _, minBatch := range []int{0, DefaultMinBatch} {
 		t.Run(fmt.Sprintf("MinBatch=%d", minBatch), func(t *testing.T) {
-			entered, release := make(chan struct{}), make(chan struct{})
+			var entered <-chan struct{}
+			release := make(chan struct{})
 			h := newHarness(t, func(cfg *Config) {
 				cfg.MinBatch = minBatch
-				cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
-					if w.Lease() == "slow" {
-						close(entered)
-						<-release
-					}
-					w.Run(ctx)
-				}
+				entered = holdWrite(cfg, "slow", release)
 			})
 			n := h.start("ns")
 			slow := make(chan error, 1)
@@ -480,16 +475,10 @@ func TestPanicInNamespaceActorIsSurvived(t *testing.T) {
 
 func TestStopFailsPendingCalls(t *testing.T) {
 	var registered <-chan string
-	entered := make(chan struct{})
+	var entered <-chan struct{}
 	h := newHarness(t, func(cfg *Config) {
 		registered = waitRegistrations(cfg)
-		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
-			if w.Lease() == "stuck" {
-				close(entered)
-				<-ctx.Done() // until Stop abandons it
-			}
-			w.Run(ctx)
-		}
+		entered = holdWrite(cfg, "stuck", nil) // until Stop abandons it
 	})
 	n := h.start("ns")
 	h.claim(n, "l", "h", time.Minute)
