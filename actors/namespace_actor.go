@@ -367,11 +367,15 @@ func (a *namespaceActor) step(o *op) {
 			err = nil // extended or gone since it was found due
 		}
 	}
-	if err != nil || w == nil || w.NoOp() {
+	switch {
+	case err != nil || w == nil || w.NoOp():
 		a.finish(o, err)
-		return
+	case w.Local():
+		w.Run(a.rt.ctx) // no I/O
+		a.onWriteDone(&writeDone{incarnation: a.incarnation, op: o, write: w})
+	default:
+		a.submit(pendingWrite{op: o, write: w})
 	}
-	a.submit(pendingWrite{op: o, write: w})
 }
 
 // submit sends a write to the store. With group commit it goes at once if
@@ -493,7 +497,7 @@ func (a *namespaceActor) claimWrite(o *op) (*natskv.Write, error) {
 	case !held:
 		return a.store.PrepareClaim(o.lease, req)
 	case holder == o.holder:
-		return a.store.PrepareExtend(o.lease, req)
+		return a.store.PrepareLocalExtend(o.lease, req)
 	case a.clock.Now().After(expiry):
 		return a.store.PrepareExpire(o.lease)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,9 @@ func TestExtendByHolder(t *testing.T) {
 	h.noMoreEvents() // an extension is not a new holder
 }
 
+// An extension longer than the stored record is written, and so finds the
+// record gone (an extension the record covers is not written: see
+// TestExtensionTheRecordCoversWritesNothing).
 func TestExtendAfterLeaseVanishedBecomesClaim(t *testing.T) {
 	h := newHarness(t)
 	n := h.start("ns")
@@ -75,7 +79,7 @@ func TestExtendAfterLeaseVanishedBecomesClaim(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.clock.Advance(time.Second) // so that the claim extends
-	h.claim(n, "l", "h", time.Minute)
+	h.claim(n, "l", "h", 2*time.Minute)
 	if got := h.holderInStore("ns", "l"); got != "h" {
 		t.Fatalf("store holder %q, want h", got)
 	}
@@ -83,6 +87,67 @@ func TestExtendAfterLeaseVanishedBecomesClaim(t *testing.T) {
 	if second.GetRevision() <= first.GetRevision() {
 		t.Fatalf("new tenure's fencing token %d not above %d", second.GetRevision(), first.GetRevision())
 	}
+}
+
+// An extension no longer than the stored record's duration moves the
+// expiry in the actor and writes nothing; a longer one is written.
+func TestExtensionTheRecordCoversWritesNothing(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		extend time.Duration
+		writes bool
+	}{
+		{"same duration", time.Minute, false},
+		{"shorter", 30 * time.Second, false},
+		{"longer", 2 * time.Minute, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			n := h.start("ns")
+			h.claim(n, "l", "h", time.Minute)
+			before := h.lastRevision()
+			h.clock.Advance(45 * time.Second)
+			h.claim(n, "l", "h", c.extend)
+			if wrote := h.lastRevision() != before; wrote != c.writes {
+				t.Fatalf("extension for %v wrote %v, want %v", c.extend, wrote, c.writes)
+			}
+			leases, err := n.Leases(h.ctx())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := leases["l"].Expiry, epoch.Add(45*time.Second+c.extend); !got.Equal(want) {
+				t.Fatalf("expiry %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// An extension kept in memory still binds after the Manager is gone: a new
+// Manager loads the record and, by the clock rule, gives the holder its
+// full duration from the load, which is later than the extension.
+func TestUnwrittenExtensionHoldsAcrossRestart(t *testing.T) {
+	h := newHarness(t)
+	h.claim(h.start("ns"), "l", "h", time.Minute)
+	h.clock.Advance(50 * time.Second)
+	h.claim(h.m.Namespace("ns"), "l", "h", time.Minute) // held until 1m50s
+	if err := h.m.Stop(h.ctx()); err != nil {
+		t.Fatal(err)
+	}
+
+	m, err := New(context.Background(), Config{Conn: h.nc, Clock: h.clock, MaxSleep: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	n := m.Namespace("ns")
+	if _, err := n.Leases(h.ctx()); err != nil { // loaded at 50s
+		t.Fatal(err)
+	}
+	h.clock.Advance(59 * time.Second) // 1m49s
+	if err := n.ClaimContext(h.ctx(), "l", "other", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+		t.Fatalf("claim by other 1s before the extension ends = %v, want ErrClaimDenied", err)
+	}
+	h.mustHold(n, "l", "h")
 }
 
 func TestOtherHolderDeniedWithoutWrite(t *testing.T) {

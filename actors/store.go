@@ -19,7 +19,7 @@ type store interface {
 	Expiring(now time.Time) (due []string, next time.Time, ok bool)
 
 	PrepareClaim(name string, r lease.Request) (*natskv.Write, error)
-	PrepareExtend(name string, r lease.Request) (*natskv.Write, error)
+	PrepareLocalExtend(name string, r lease.Request) (*natskv.Write, error)
 	PrepareExpire(name string) (*natskv.Write, error)
 	PrepareRelease(name, holder string) (*natskv.Write, error)
 	Apply(w *natskv.Write) error

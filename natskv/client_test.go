@@ -140,6 +140,101 @@ func TestRenewAlwaysWrites(t *testing.T) {
 	}
 }
 
+// runLocal prepares a local extension, runs and applies it.
+func runLocal(t *testing.T, c *natskv.Client, name string, r lease.Request) *natskv.Write {
+	t.Helper()
+	w, err := c.PrepareLocalExtend(name, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Run(context.Background())
+	if err := c.Apply(w); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// A local extension the record's duration covers moves the cached expiry
+// and writes nothing; a longer one is written like any extension.
+func TestLocalExtend(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		extend time.Duration
+		local  bool
+	}{
+		{"same duration", time.Minute, true},
+		{"shorter", 30 * time.Second, true},
+		{"longer", 2 * time.Minute, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			c := s.client(t, "ns", clock)
+			if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			token, before := fence(t, c, "l"), s.lastRevision(t)
+			clock.Advance(45 * time.Second)
+			if w := runLocal(t, c, "l", req("h", tt.extend)); w.Local() != tt.local {
+				t.Fatalf("Local() = %v, want %v", w.Local(), tt.local)
+			}
+			if wrote := s.lastRevision(t) != before; wrote == tt.local {
+				t.Fatalf("wrote %v for a local %v extension", wrote, tt.local)
+			}
+			mustHold(t, c, "l", "h", epoch.Add(45*time.Second+tt.extend))
+			if got := fence(t, c, "l"); got != token {
+				t.Fatalf("fencing token %d, want %d", got, token)
+			}
+		})
+	}
+}
+
+// A local extension keeps its expiry when the same record is read back,
+// and the next claim's write is still checked against the record.
+func TestLocalExtendSurvivesReadsOfTheSameRecord(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(45 * time.Second)
+	runLocal(t, c, "l", req("h", time.Minute))
+	clock.Advance(30 * time.Second) // past the written expiry, not the extended one
+	if err := c.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	mustHold(t, c, "l", "h", epoch.Add(105*time.Second))
+	mustBeInvalid(t, c.ExpireLease("l"))
+	if err := c.ExtendLease("l", req("h", 2*time.Minute)); err != nil {
+		t.Fatalf("written extension after a local one: %v", err)
+	}
+}
+
+// A local extension prepared before the lease changed is refused by Apply,
+// as a write at a stale revision would be.
+func TestLocalExtendOfChangedLeaseIsInvalid(t *testing.T) {
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	w, err := c.PrepareLocalExtend("l", req("h", time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReleaseLeaseContext(context.Background(), "l", "h"); err != nil {
+		t.Fatal(err)
+	}
+	w.Run(context.Background())
+	mustBeInvalid(t, c.Apply(w))
+	if _, _, held := c.Holder("l"); held {
+		t.Fatal("a refused local extension revived a released lease")
+	}
+}
+
 func TestExtendInvalid(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -51,6 +51,7 @@ type Write struct {
 	duration time.Duration
 	start    time.Time // the Client's clock when the write was prepared
 	noop     bool
+	local    bool // an extension the record covers: kept in the cache only
 
 	// Set by Run.
 	ran      bool
@@ -93,6 +94,11 @@ func (w *Write) Fence() uint64 {
 // not move the expiry later.
 func (w *Write) NoOp() bool { return w.noop }
 
+// Local reports whether the write stays in the Client's cache: an extension
+// from PrepareLocalExtend that the stored record already covers. Run does
+// no I/O for it, and Apply moves the cached expiry.
+func (w *Write) Local() bool { return w.local }
+
 // PrepareClaim prepares the write that makes request.Holder the holder of a
 // lease that is not held. It returns ErrInvalid if the cache says the lease
 // is held, and an error naming the problem for invalid arguments.
@@ -122,6 +128,36 @@ func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, erro
 	}
 	w.noop = !w.start.Add(request.Duration).After(c.known[name].expiry)
 	return w, nil
+}
+
+// PrepareLocalExtend is PrepareExtend for a Client that is the only writer
+// of its namespace: an extension whose duration is at most the stored
+// record's is kept in the cache (a Local Write), and only a longer one is
+// written.
+//
+// That is safe only where every other process that could write the
+// namespace must first load it afresh, as an agent taking a namespace over
+// does: the clock rule then gives each held lease its record's full
+// duration from the load, which comes after any extension acknowledged
+// before it, so the holder keeps at least what it was promised through a
+// crash of this process. The stored record then shows the holder, not the
+// latest expiry: a reader that observed the record long ago (and did not
+// load it afresh) would think the lease expired early, so such readers
+// must not write.
+func (c *Client) PrepareLocalExtend(name string, request lease.Request) (*Write, error) {
+	if err := c.checkArgs(name, &request); err != nil {
+		return nil, err
+	}
+	s := c.known[name]
+	if s == nil || !s.held || s.holder != request.Holder || request.Duration > s.duration {
+		return c.PrepareExtend(name, request)
+	}
+	now := c.clock.Now()
+	return &Write{
+		bucket: c.bucket, kind: extendWrite, lease: name, key: s.key,
+		expect: s.revision, fence: s.fence, holder: s.holder, duration: request.Duration, start: now,
+		local: true, noop: !now.Add(request.Duration).After(s.expiry),
+	}, nil
 }
 
 // PrepareRenew is PrepareExtend without the no-op: the Write always writes,
@@ -217,7 +253,7 @@ func (w *Write) Run(ctx context.Context) {
 		return
 	}
 	w.ran = true
-	if w.noop {
+	if w.noop || w.local {
 		return
 	}
 	w.runAlone(ctx)
@@ -266,14 +302,22 @@ func (c *Client) Apply(w *Write) error {
 	case w.err != nil:
 		return w.err
 	}
-	switch w.kind {
-	case expireWrite, releaseWrite:
+	expiry := w.start.Add(w.duration)
+	if earlyExpiryFault() { // a deliberate bug, only in -tags faultinject builds (see faultinject.go)
+		expiry = w.start.Add(w.duration / 2)
+	}
+	switch {
+	case w.local:
+		s := c.known[w.lease]
+		if s == nil || !s.held || s.revision != w.expect {
+			return fmt.Errorf("natskv: %s %q: %w: the lease changed since the extension was prepared", w.kind, w.lease, lease.ErrInvalid)
+		}
+		held := *s // the same record, a later expiry
+		held.expiry = expiry
+		c.hold(w.lease, &held)
+	case w.Deletes():
 		c.known[w.lease] = &state{key: w.key, revision: w.revision}
 	default:
-		expiry := w.start.Add(w.duration)
-		if earlyExpiryFault() { // a deliberate bug, only in -tags faultinject builds (see faultinject.go)
-			expiry = w.start.Add(w.duration / 2)
-		}
 		c.hold(w.lease, &state{
 			key:      w.key,
 			revision: w.revision,
