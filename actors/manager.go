@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -46,6 +47,15 @@ type runtime struct {
 	// namespaces maps each namespace with a running actor to its PID, so
 	// that requests go straight to it. Only the manager actor writes it.
 	namespaces sync.Map
+	// mayWrite, if set, says whether a namespace's actor may still write
+	// to the store (SetWriteGuard).
+	mayWrite atomic.Pointer[func(namespace string) bool]
+}
+
+// writable reports whether the actor of namespace may write to the store.
+func (rt *runtime) writable(namespace string) bool {
+	f := rt.mayWrite.Load()
+	return f == nil || (*f)(namespace)
 }
 
 func (rt *runtime) newStore(namespace string) (store, error) {
@@ -195,6 +205,22 @@ func (m *Manager) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("actors: stop: %w", ctx.Err())
 	}
+}
+
+// SetWriteGuard makes the namespace actors ask mayWrite before each store
+// write, from their own goroutines, and not write while it reports false
+// for their namespace: a claim or release then fails with ErrUnavailable,
+// and an expiry waits for the next timer.
+//
+// It is for a caller that shares namespaces with other Managers, each
+// serving a namespace only while it owns it (package agent). An owner that
+// has lost a namespace (say, it was paused for longer than its ownership)
+// answers no one, but its actor could still write: expire a lease that the
+// new owner has extended without a write, and announce it. The guard makes
+// that a check just before the write instead of a window until the actor
+// is stopped.
+func (m *Manager) SetWriteGuard(mayWrite func(namespace string) bool) {
+	m.rt.mayWrite.Store(&mayWrite)
 }
 
 // Clock returns the clock the Manager decides expiry on; lease.Info.Expiry

@@ -373,6 +373,8 @@ func (a *namespaceActor) step(o *op) {
 	case w.Local():
 		w.Run(a.rt.ctx) // no I/O
 		a.onWriteDone(&writeDone{incarnation: a.incarnation, op: o, write: w})
+	case !a.rt.writable(a.name):
+		a.finish(o, fmt.Errorf("%w: namespace %q may no longer be written from here", ErrUnavailable, a.name))
 	default:
 		a.submit(pendingWrite{op: o, write: w})
 	}
@@ -869,12 +871,16 @@ func (a *namespaceActor) afterExpiries() {
 func (a *namespaceActor) reschedule() {
 	now := a.clock.Now()
 	due, next, ok := a.store.Expiring(now)
-	if len(due) > 0 {
+	guarded := len(due) > 0 && !a.rt.writable(a.name)
+	if len(due) > 0 && !guarded {
 		a.expireDue(due)
 	}
 	at := a.fullLoadDue
 	if at.Before(now) {
 		at = now
+	}
+	if retry := now.Add(guardedRetry); guarded && retry.Before(at) {
+		at = retry // look again, unless unloaded meanwhile
 	}
 	if ok && next.Before(at) {
 		at = next.Add(1) // expiry needs the clock strictly past it
@@ -884,6 +890,10 @@ func (a *namespaceActor) reschedule() {
 	}
 	a.setTimer(at)
 }
+
+// guardedRetry is how soon an actor whose write guard refused its due
+// expiries looks at them again.
+const guardedRetry = 100 * time.Millisecond
 
 // scheduleFor brings the timer forward to just after the expiry of one
 // lease, if that is sooner than it would fire.
@@ -939,7 +949,7 @@ func (a *namespaceActor) onTick(m *tick) {
 		return
 	}
 	due, _, _ := a.store.Expiring(now)
-	if len(due) > 0 {
+	if len(due) > 0 && a.rt.writable(a.name) { // else reschedule looks again soon
 		a.expireDue(due)
 	}
 	switch {

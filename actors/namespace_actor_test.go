@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -763,4 +764,74 @@ func TestLeaseReportsHolderUntilExpiry(t *testing.T) {
 	if _, held, err := n.Lease(h.ctx(), "free"); err != nil || held {
 		t.Fatalf("Lease of a free lease: held %v, err %v", held, err)
 	}
+}
+
+// guard is a write guard a test opens and closes; asked receives the
+// namespace each time the guard is asked while closed.
+type guard struct {
+	open  atomic.Bool
+	asked chan string
+}
+
+func newGuard(m *Manager) *guard {
+	g := &guard{asked: make(chan string, 100)}
+	g.open.Store(true)
+	m.SetWriteGuard(func(ns string) bool {
+		if g.open.Load() {
+			return true
+		}
+		select {
+		case g.asked <- ns:
+		default:
+		}
+		return false
+	})
+	return g
+}
+
+func TestWriteGuardRefusesClaimsAndReleases(t *testing.T) {
+	h := newHarness(t)
+	g := newGuard(h.m)
+	n := h.start("ns")
+	h.claim(n, "held", "h", time.Minute)
+	g.open.Store(false)
+	before := h.lastRevision()
+	if err := n.ClaimContext(h.ctx(), "free", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim behind a closed guard = %v, want ErrUnavailable", err)
+	}
+	if err := n.Release(h.ctx(), "held", "h"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("release behind a closed guard = %v, want ErrUnavailable", err)
+	}
+	if after := h.lastRevision(); after != before {
+		t.Fatalf("writes behind a closed guard: revision %d -> %d", before, after)
+	}
+	h.mustHold(n, "held", "h")
+}
+
+func TestWriteGuardHoldsExpiriesBack(t *testing.T) {
+	h := newHarness(t)
+	g := newGuard(h.m)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	h.expectClaimed("ns", "l", "h")
+	g.open.Store(false)
+	h.clock.Advance(time.Minute + time.Second)
+	select {
+	case ns := <-g.asked:
+		if ns != "ns" {
+			t.Fatalf("guard asked for %q", ns)
+		}
+	case <-time.After(patience):
+		t.Fatal("the due expiry never asked the guard")
+	}
+	if _, err := n.Leases(h.ctx()); err != nil { // the tick has been handled
+		t.Fatal(err)
+	}
+	h.noMoreEvents()
+	if got := h.holderInStore("ns", "l"); got != "h" {
+		t.Fatalf("store holder %q behind a closed guard, want h", got)
+	}
+	g.open.Store(true)
+	h.clock.Advance(guardedRetry)
+	h.expectExpired("ns", "l", "h")
 }

@@ -283,6 +283,7 @@ func (s *Service) startOwnership() error {
 		return err
 	}
 	s.owners = o
+	s.cfg.Manager.SetWriteGuard(o.mayWrite)
 	s.toMe, err = s.cfg.Conn.Subscribe(forwardRoot+"."+s.cfg.Prefix+"."+id+".>", s.forwarded)
 	if err != nil {
 		return fmt.Errorf("agent: subscribe to forwarded requests: %w", err)

@@ -171,6 +171,15 @@ func (o *owners) ownedNow(ns string) (tenure uint64, ok bool) {
 	return t.id, true
 }
 
+// mayWrite reports whether this agent's tenure of ns runs now; the Manager
+// asks it before each store write (actors.Manager.SetWriteGuard).
+func (o *owners) mayWrite(ns string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	t, ok := o.owned[ns]
+	return !o.closed && ok && o.clock.Now().Before(t.until)
+}
+
 // route returns who answers for ns now, taking ownership of it if nobody
 // holds it (or its owner's lease has expired).
 func (o *owners) route(ctx context.Context, ns string) (route, error) {

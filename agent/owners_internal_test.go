@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -17,7 +18,10 @@ import (
 // An owner that has not renewed stops answering at Duration*(1-drift)
 // after its last successful write began, and unloads the namespace, so it
 // cannot answer from state a new owner may change.
-func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
+// newIdleOwners returns owners for agent "a" (ownership for 10s, drift
+// 1%) with no run loop, so nothing renews, its Manager and their clock.
+func newIdleOwners(t *testing.T) (*owners, *actors.Manager, *clocktest.Fake) {
+	t.Helper()
 	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +44,11 @@ func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return o, mgr, clk
+}
+
+func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
+	o, mgr, clk := newIdleOwners(t)
 	ctx := context.Background()
 	r, err := o.route(ctx, "ns")
 	if err != nil || !r.local {
@@ -65,5 +74,27 @@ func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
 	r2, err := o.route(ctx, "ns")
 	if err != nil || !r2.local || r2.tenure == r.tenure {
 		t.Fatalf("route after the lapse = %+v, %v; want this agent in a new tenure", r2, err)
+	}
+}
+
+// An owner that has not renewed makes no store write from
+// Duration*(1-drift) on, even before it unloads the namespace.
+func TestAnOwnerThatCannotRenewStopsWritingInTime(t *testing.T) {
+	o, mgr, clk := newIdleOwners(t)
+	mgr.SetWriteGuard(o.mayWrite)
+	ctx := context.Background()
+	if _, err := o.route(ctx, "ns"); err != nil {
+		t.Fatal(err)
+	}
+	n := mgr.Namespace("ns")
+	if err := n.ClaimContext(ctx, "l", "h", time.Hour); err != nil {
+		t.Fatalf("claim while owned: %v", err)
+	}
+	clk.Advance(9900 * time.Millisecond)
+	if o.mayWrite("ns") {
+		t.Fatal("the owner may still write at Duration*(1-drift) without having renewed")
+	}
+	if err := n.ClaimContext(ctx, "l2", "h", time.Hour); !errors.Is(err, actors.ErrUnavailable) {
+		t.Fatalf("claim after the ownership lapsed = %v, want ErrUnavailable", err)
 	}
 }
