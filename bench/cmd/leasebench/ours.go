@@ -428,18 +428,22 @@ func (e *env) holdOne(n int) ([]*client.Client, error) {
 	return cs, nil
 }
 
-// extends: each client extends the lease it holds, again and again. The
-// duration grows with each call so that every extension moves the expiry
-// later and is written, however the agent treats extensions that do not.
-func (e *env) extends(d time.Duration, n int) (stats.Result, error) {
+// extends: each client extends the lease it holds, again and again, each
+// time moving its expiry later. As holders renew, for the same duration
+// each time, unless longer: then the duration grows with each call, so the
+// record no longer covers it and every extension is written.
+func (e *env) extends(d time.Duration, n int, longer bool) (stats.Result, error) {
 	cs, err := e.holdOne(n)
 	if err != nil {
 		return stats.Result{}, err
 	}
 	ctx := context.Background()
 	return closedLoop(d, n, func(g, i int) error {
-		return cs[g].Namespace("held").ClaimContext(ctx, fmt.Sprintf("e%d-%d", n, g), "h",
-			time.Hour+time.Duration(i)*time.Millisecond)
+		duration := time.Hour
+		if longer {
+			duration += time.Duration(i+1) * time.Millisecond
+		}
+		return cs[g].Namespace("held").ClaimContext(ctx, fmt.Sprintf("e%d-%d", n, g), "h", duration)
 	}), nil
 }
 
