@@ -20,8 +20,10 @@
 //
 // # Decisions
 //
-//   - Claim: a free lease is claimed; the holder's own lease is extended;
-//     another holder's lease is denied (ErrClaimDenied, nothing written),
+//   - Claim: a free lease is claimed; the holder's own lease is extended
+//     (in memory if the stored record's duration covers the extension, see
+//     Extensions below); another holder's lease is denied (ErrClaimDenied,
+//     nothing written),
 //     unless its expiry has passed, in which case it is expired and then
 //     claimed in the same call. A write that loses a race in the store is
 //     decided again from the store's latest state, up to ClaimRetries times.
@@ -48,6 +50,21 @@
 // own and there is nothing to read. The whole namespace is read when the
 // actor starts and at least every MaxSleep, which also catches what no
 // write of the actor's ran into (a stream purged by an operator).
+//
+// # Extensions
+//
+// An extension for no longer than the duration in the lease's stored
+// record (the usual renewal, same duration each time) is not written: the
+// actor moves the expiry in its cache and answers at once, at about the
+// cost of a check. A longer one is written, with the longer duration. An
+// acknowledged extension still binds after a crash: the next actor to
+// serve the namespace, in this process or another, loads it and gives
+// every held lease its record's whole duration from the load
+// (natskv.Client.PrepareLocalExtend has the argument). So after a restart
+// or a takeover, a lease whose holder has died expires up to one duration
+// after the load, not after its last extension. An extension the record
+// covers cannot notice that the record was deleted behind the Manager's
+// back (only an operator could); the next reload does.
 //
 // # Events
 //
@@ -105,9 +122,12 @@
 //
 // # Limits
 //
-// A Manager assumes it is the only lease manager writing its namespaces:
-// other writers are safe (every write is revision-checked, so a lost race is
-// never an overwrite) but are seen only on a reload, so a Check may miss
-// their claims until then. Sharing namespaces between agents safely is the
-// job of namespace ownership, a layer above this one.
+// A Manager assumes it is the only lease manager writing its namespaces.
+// Another writer's claims are seen only on a reload, so a Check may miss
+// them until then; and another writer does not see extensions kept in
+// memory, so it could expire a lease early by its own clock. Sharing
+// namespaces between agents safely is the job of namespace ownership, a
+// layer above this one: one owner at a time, each loading a namespace
+// afresh when it takes it over, and SetWriteGuard to stop an owner's
+// writes the moment its tenure ends.
 package actors

@@ -37,6 +37,21 @@
 // ExpireLease succeeds only once the Client's clock is strictly past the
 // expiry, and only if the lease has not changed since.
 //
+// # Extensions kept in memory
+//
+// The lease.Client methods write every extension that moves the expiry
+// later. PrepareLocalExtend, for a Client that is the only writer of its
+// namespace (the lease manager of package actors is), writes only an
+// extension longer than the stored record's duration; a shorter or equal
+// one moves the expiry in the cache alone. That loses nothing a holder was
+// promised, provided whoever writes the namespace next loads it afresh
+// first: the clock rule then gives every held lease its record's whole
+// duration from the load, and the load comes after every extension
+// acknowledged before it (etcd does the same with lease keep-alives). The
+// price is that the bucket shows holders, not their latest expiries: a
+// process that observed a record long ago would take the lease for expired
+// early, so it must not write the namespace.
+//
 // # Fencing
 //
 // The KV revision of the record that made a holder the holder is the fencing
