@@ -15,9 +15,6 @@ import (
 	"github.com/leaseagent/lease/embedded"
 )
 
-// An owner that has not renewed stops answering at Duration*(1-drift)
-// after its last successful write began, and unloads the namespace, so it
-// cannot answer from state a new owner may change.
 // newIdleOwners returns owners for agent "a" (ownership for 10s, drift
 // 1%) with no run loop, so nothing renews, its Manager and their clock.
 func newIdleOwners(t *testing.T) (*owners, *actors.Manager, *clocktest.Fake) {
@@ -47,6 +44,9 @@ func newIdleOwners(t *testing.T) (*owners, *actors.Manager, *clocktest.Fake) {
 	return o, mgr, clk
 }
 
+// An owner that has not renewed stops answering at Duration*(1-drift)
+// after its last successful write began, and unloads the namespace, so it
+// cannot answer from state a new owner may change.
 func TestAnOwnerThatCannotRenewStopsAnsweringInTime(t *testing.T) {
 	o, mgr, clk := newIdleOwners(t)
 	ctx := context.Background()

@@ -86,7 +86,7 @@ func (b *Bucket) RunBatch(ctx context.Context, writes []*Write) BatchStats {
 		}
 		w.ran = true
 		switch {
-		case w.noop:
+		case w.noop || w.local:
 		case w.bucket != b:
 			alone = append(alone, w)
 		default:

@@ -306,3 +306,34 @@ func TestRunBatchWithoutAtomicPublish(t *testing.T) {
 		t.Errorf("taken: %v, want ErrInvalid", err)
 	}
 }
+
+// A local extension given to RunBatch is not sent: only the other writes
+// are, and Apply moves the local one's expiry.
+func TestRunBatchSendsNoLocalExtension(t *testing.T) {
+	s := newStore(t)
+	must := mustPrepare(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", lease.Request{Holder: "h", Duration: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(30 * time.Second)
+	local := must(c.PrepareLocalExtend("l", lease.Request{Holder: "h", Duration: time.Minute}))
+	if !local.Local() {
+		t.Fatal("an extension the record covers is not local")
+	}
+	claim := must(c.PrepareClaim("new", hour("n")))
+	before := s.lastRevision(t)
+
+	s.bucket.RunBatch(context.Background(), []*natskv.Write{local, claim})
+
+	for _, w := range []*natskv.Write{local, claim} {
+		if err := c.Apply(w); err != nil {
+			t.Fatalf("%s: %v", w.Lease(), err)
+		}
+	}
+	if after := s.lastRevision(t); after != before+1 {
+		t.Fatalf("revision %d -> %d, want one write", before, after)
+	}
+	mustHold(t, c, "l", "h", epoch.Add(90*time.Second))
+}
