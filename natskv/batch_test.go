@@ -310,13 +310,8 @@ func TestRunBatchWithoutAtomicPublish(t *testing.T) {
 // A local extension given to RunBatch is not sent: only the other writes
 // are, and Apply moves the local one's expiry.
 func TestRunBatchSendsNoLocalExtension(t *testing.T) {
-	s := newStore(t)
+	s, clock, c := claimedForAMinute(t)
 	must := mustPrepare(t)
-	clock := newClock()
-	c := s.client(t, "ns", clock)
-	if err := c.ClaimLease("l", lease.Request{Holder: "h", Duration: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
 	clock.Advance(30 * time.Second)
 	local := must(c.PrepareLocalExtend("l", lease.Request{Holder: "h", Duration: time.Minute}))
 	if !local.Local() {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/clock/clocktest"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/natskv"
 )
@@ -140,6 +141,19 @@ func TestRenewAlwaysWrites(t *testing.T) {
 	}
 }
 
+// claimedForAMinute returns a store, a clock and a client of namespace
+// "ns" that has claimed lease "l" for "h" for a minute.
+func claimedForAMinute(t *testing.T) (*testStore, *clocktest.Fake, *natskv.Client) {
+	t.Helper()
+	s := newStore(t)
+	clock := newClock()
+	c := s.client(t, "ns", clock)
+	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	return s, clock, c
+}
+
 // runLocal prepares a local extension, runs and applies it.
 func runLocal(t *testing.T, c *natskv.Client, name string, r lease.Request) *natskv.Write {
 	t.Helper()
@@ -167,12 +181,7 @@ func TestLocalExtend(t *testing.T) {
 		{"longer", 2 * time.Minute, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			clock := newClock()
-			c := s.client(t, "ns", clock)
-			if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
-				t.Fatal(err)
-			}
+			s, clock, c := claimedForAMinute(t)
 			token, before := fence(t, c, "l"), s.lastRevision(t)
 			clock.Advance(45 * time.Second)
 			if w := runLocal(t, c, "l", req("h", tt.extend)); w.Local() != tt.local {
@@ -192,12 +201,7 @@ func TestLocalExtend(t *testing.T) {
 // A local extension keeps its expiry when the same record is read back,
 // and the next claim's write is still checked against the record.
 func TestLocalExtendSurvivesReadsOfTheSameRecord(t *testing.T) {
-	s := newStore(t)
-	clock := newClock()
-	c := s.client(t, "ns", clock)
-	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	_, clock, c := claimedForAMinute(t)
 	clock.Advance(45 * time.Second)
 	runLocal(t, c, "l", req("h", time.Minute))
 	clock.Advance(30 * time.Second) // past the written expiry, not the extended one
@@ -214,12 +218,7 @@ func TestLocalExtendSurvivesReadsOfTheSameRecord(t *testing.T) {
 // A local extension prepared before the lease changed is refused by Apply,
 // as a write at a stale revision would be.
 func TestLocalExtendOfChangedLeaseIsInvalid(t *testing.T) {
-	s := newStore(t)
-	clock := newClock()
-	c := s.client(t, "ns", clock)
-	if err := c.ClaimLease("l", req("h", time.Minute)); err != nil {
-		t.Fatal(err)
-	}
+	_, clock, c := claimedForAMinute(t)
 	clock.Advance(time.Second)
 	w, err := c.PrepareLocalExtend("l", req("h", time.Minute))
 	if err != nil {
