@@ -31,12 +31,16 @@ type LeaseRecord struct {
 	// The holder of the lease.
 	Holder string `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
 	// How long the lease is held from the moment a reader first observes this
-	// revision (or, for the writer, from the moment its write started).
+	// revision (or, for the writer, from the moment its write started). The
+	// only writer of a namespace renews a lease for up to this duration at a
+	// time without writing (natskv.Client.PrepareLocalExtend), so a lease may
+	// be held well past writer_start plus duration.
 	Duration *durationpb.Duration `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Identifies the process that wrote the record.
 	WriterId string `protobuf:"bytes,3,opt,name=writer_id,json=writerId,proto3" json:"writer_id,omitempty"`
 	// The writer's wall clock when its write started. For display only: no
-	// reader may base an expiry decision on another machine's wall clock.
+	// reader may base an expiry decision on another machine's wall clock, and
+	// renewals kept in memory do not change it.
 	WriterStart *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=writer_start,json=writerStart,proto3" json:"writer_start,omitempty"`
 	// The namespace and lease name, as given by the caller, so that a record
 	// read on its own is self-describing.

@@ -10,7 +10,8 @@
 // EscapeName: names made of ASCII letters, digits, '-' and '_' appear as they
 // are, any other byte as '=' and two hex digits. The value is a
 // messages.LeaseRecord: holder, duration, and, for people reading the bucket,
-// the writer's id and wall-clock start.
+// the writer's id and wall-clock start (of the last write: renewals kept in
+// memory, below, do not change the record).
 //
 // # Guarantees
 //
