@@ -37,6 +37,26 @@ type sharedAgent struct {
 	svc *agent.Service
 }
 
+// die cuts agent a off from NATS as a crash would, without releasing
+// anything, and returns once the server has dropped a's subscriptions. A
+// bare Close returns before the server notices, and a request sent in
+// that window would still be routed to a and never answered.
+func (a *sharedAgent) die(t *testing.T) {
+	t.Helper()
+	closed := make(chan struct{})
+	a.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	// Drain unsubscribes and flushes before it closes: once closed, the
+	// server has processed every unsubscription.
+	if err := a.nc.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(patience):
+		t.Fatalf("agent %s's connection did not close", a.id)
+	}
+}
+
 // startServer starts an embedded NATS server for several agents.
 func startServer(t *testing.T) *embedded.Server {
 	t.Helper()
@@ -177,7 +197,7 @@ func TestADeadOwnersNamespaceIsTakenOverOnlyWhenItsOwnershipExpires(t *testing.T
 	if err := n.Token("l", "h1").Check(nil); err != nil {
 		t.Fatal(err)
 	}
-	a.nc.Close() // a dies: it can neither answer nor renew
+	a.die(t) // it can neither answer nor renew
 
 	// Until a's ownership has expired by b's clock (Duration plus the
 	// drift margin after b first saw it), b forwards to a, and nobody
@@ -264,7 +284,7 @@ func ownershipRevision(t *testing.T, srv *embedded.Server, ns string) uint64 {
 func TestAnAgentRestartedUnderItsIDTakesItsNamespacesBackByWriting(t *testing.T) {
 	srv, clk, a, n := ownedByA(t, "h", time.Hour)
 	before := ownershipRevision(t, srv, "ns")
-	a.nc.Close() // a crashes without releasing anything
+	a.die(t) // without releasing anything
 	again := startShared(t, srv, clk, "a")
 	if err := n.Token("l", "h").Check(nil); err != nil {
 		t.Fatalf("check after a came back: %v", err)
