@@ -19,6 +19,11 @@ import (
 // empty.
 const DefaultBucket = "leases"
 
+// DefaultDeleteMarkerTTL is how long the delete marker of a released or
+// expired lease stays in the bucket when BucketConfig.DeleteMarkerTTL is
+// zero.
+const DefaultDeleteMarkerTTL = 10 * time.Minute
+
 // JetStream error codes that decide how a failed revision-checked write is
 // treated.
 const (
@@ -58,6 +63,21 @@ type BucketConfig struct {
 	// ConflictRetries is how many times a write that a replicated bucket
 	// answers with error 10164 is retried; 5 if zero.
 	ConflictRetries int
+
+	// DeleteMarkerTTL is how long the delete marker that a release or an
+	// expiry leaves stays in the bucket; then the server removes it, and
+	// with it the last trace of the lease's key, so that leases named once
+	// and never again do not pile up in the bucket and in the memory of
+	// the server and of the Clients. DefaultDeleteMarkerTTL if zero;
+	// negative keeps markers for ever. The server counts whole seconds, so
+	// a positive value must be at least a second.
+	//
+	// A reader that reads only changes (Client.LoadChanges) misses a
+	// delete whose marker was removed before it read: keep the TTL well
+	// above the interval between full loads (actors.Config.MaxSleep).
+	// Markers carry the TTL only on a stream that allows per-message TTLs
+	// (nats-server 2.11 and later); OpenBucket turns that on.
+	DeleteMarkerTTL time.Duration
 }
 
 // Validate returns an error naming the first field that is not valid.
@@ -73,6 +93,8 @@ func (c BucketConfig) Validate() error {
 		return fmt.Errorf("natskv: BucketConfig.Storage: unknown storage type %d", c.Storage)
 	case c.ConflictRetries < 0:
 		return fmt.Errorf("natskv: BucketConfig.ConflictRetries: %d is negative", c.ConflictRetries)
+	case c.DeleteMarkerTTL > 0 && c.DeleteMarkerTTL < time.Second:
+		return fmt.Errorf("natskv: BucketConfig.DeleteMarkerTTL: %v is less than the server's resolution of a second (negative keeps markers for ever)", c.DeleteMarkerTTL)
 	}
 	return nil
 }
@@ -90,6 +112,9 @@ type Bucket struct {
 	stream   jetstream.Stream
 	prefix   string // subject prefix of the bucket's keys, "$KV.<name>."
 	attempts int
+	// markerTTL is the Nats-TTL header of delete markers, in seconds; empty
+	// when markers stay for ever.
+	markerTTL string
 
 	// atomic is whether the stream takes atomic batch publishes; RunBatch
 	// sends writes one by one while it is false.
@@ -117,6 +142,9 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 	}
 	if cfg.ConflictRetries == 0 {
 		cfg.ConflictRetries = 5
+	}
+	if cfg.DeleteMarkerTTL == 0 {
+		cfg.DeleteMarkerTTL = DefaultDeleteMarkerTTL
 	}
 	js := cfg.JetStream
 	if _, err := js.KeyValue(ctx, cfg.Name); errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -157,6 +185,16 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 			stream = updated
 		}
 	}
+	// Delete markers expire (DeleteMarkerTTL) only on a stream that allows
+	// per-message TTLs. The server cannot turn that off again; a server
+	// too old to know it drops it, and markers stay.
+	if cfg.DeleteMarkerTTL > 0 && !stream.CachedInfo().Config.AllowMsgTTL {
+		sc := stream.CachedInfo().Config
+		sc.AllowMsgTTL = true
+		if updated, err := js.UpdateStream(ctx, sc); err == nil {
+			stream = updated
+		}
+	}
 	// Bind after the update so that the handle reads from the leader too.
 	kv, err := js.KeyValue(ctx, cfg.Name)
 	if err != nil {
@@ -184,6 +222,9 @@ func BindBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 	}
 	if cfg.ConflictRetries == 0 {
 		cfg.ConflictRetries = 5
+	}
+	if cfg.DeleteMarkerTTL == 0 {
+		cfg.DeleteMarkerTTL = DefaultDeleteMarkerTTL
 	}
 	kv, err := cfg.JetStream.KeyValue(ctx, cfg.Name)
 	if err != nil {
@@ -213,6 +254,9 @@ func newBucket(cfg BucketConfig, kv jetstream.KeyValue, stream jetstream.Stream)
 		batchSlots: make(chan struct{}, maxBatchesInFlight),
 	}
 	b.atomic.Store(stream.CachedInfo().Config.AllowAtomicPublish)
+	if cfg.DeleteMarkerTTL > 0 && stream.CachedInfo().Config.AllowMsgTTL {
+		b.markerTTL = strconv.FormatInt(int64(cfg.DeleteMarkerTTL.Round(time.Second)/time.Second), 10)
+	}
 	return b
 }
 
@@ -334,6 +378,9 @@ func (b *Bucket) newMsg(key string, value []byte, del bool, expect uint64) *nats
 	msg := &nats.Msg{Subject: b.prefix + key, Data: value, Header: nats.Header{}}
 	if del {
 		msg.Header.Set(kvOperationHeader, kvOperationDelete)
+		if b.markerTTL != "" {
+			msg.Header.Set(jetstream.MsgTTLHeader, b.markerTTL)
+		}
 	}
 	// What jetstream.WithExpectLastSequencePerSubject(expect) sets.
 	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expect, 10))

@@ -678,6 +678,7 @@ func TestBucketConfigValidate(t *testing.T) {
 		{"negative replicas", natskv.BucketConfig{JetStream: s.js, Replicas: -1}, "BucketConfig.Replicas"},
 		{"bad storage", natskv.BucketConfig{JetStream: s.js, Storage: 7}, "BucketConfig.Storage"},
 		{"negative retries", natskv.BucketConfig{JetStream: s.js, ConflictRetries: -1}, "BucketConfig.ConflictRetries"},
+		{"marker TTL under a second", natskv.BucketConfig{JetStream: s.js, DeleteMarkerTTL: time.Second / 2}, "BucketConfig.DeleteMarkerTTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -74,6 +74,18 @@
 // it from one goroutine. Write.Run and Client.Load are the exceptions, so
 // that a manager can keep many writes in flight (see Write). The server-side
 // TTL of KV keys is not used: expiry is decided here, to the nanosecond, on
-// the Client's clock. Deleted leases leave a delete marker per key in the
-// bucket.
+// the Client's clock.
+//
+// A release or an expiry leaves a delete marker under the lease's key, so
+// that a reader of changes sees the lease go, and so that the next claim
+// knows the revision to write at. The marker carries a per-message TTL
+// (BucketConfig.DeleteMarkerTTL, ten minutes by default); the server then
+// removes it, and nothing of the lease is left in the bucket. Leases named
+// once and never again (a lock per job, say) therefore cost nothing once
+// their markers have gone: without this every name ever used would keep a
+// key in the stream and in the server's memory, and an entry in the cache
+// of each Client. A Client forgets markers the server has removed at its
+// next full load; a claim that expects a marker already gone loses a race
+// (ErrInvalid), reads that the key is empty and can claim at once. The
+// TTL needs nats-server 2.11 or later; on an older server markers stay.
 package natskv

@@ -35,6 +35,13 @@ func newStore(t testing.TB) *testStore {
 // write fsynced before it is acknowledged, as in production.
 func newStoreSync(t testing.TB, sync bool) *testStore {
 	t.Helper()
+	return newStoreWith(t, sync, natskv.BucketConfig{})
+}
+
+// newStoreWith is newStoreSync with the default bucket opened with cfg (its
+// JetStream filled in).
+func newStoreWith(t testing.TB, sync bool, cfg natskv.BucketConfig) *testStore {
+	t.Helper()
 	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: !sync})
 	if err != nil {
 		t.Fatalf("start server: %v", err)
@@ -49,7 +56,8 @@ func newStoreSync(t testing.TB, sync bool) *testStore {
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	b, err := natskv.OpenBucket(context.Background(), natskv.BucketConfig{JetStream: js})
+	cfg.JetStream = js
+	b, err := natskv.OpenBucket(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("open bucket: %v", err)
 	}
