@@ -41,6 +41,16 @@ type Config struct {
 	Replicas int
 	Storage  jetstream.StorageType
 
+	// DeleteMarkerTTL is how long the delete marker of a released or
+	// expired lease stays in the bucket before the server removes it, so
+	// that leases named once do not pile up in the bucket and in memory
+	// (natskv.BucketConfig.DeleteMarkerTTL): natskv.DefaultDeleteMarkerTTL
+	// if zero, for ever if negative, at least a second otherwise. Keep it
+	// well above MaxSleep: a namespace that reads only what changed since
+	// its last read misses a delete whose marker has gone, until its next
+	// full load.
+	DeleteMarkerTTL time.Duration
+
 	// Clock decides expiry; clock.System() if nil.
 	Clock clock.Clock
 
@@ -180,7 +190,7 @@ func (c Config) Validate() error {
 	case c.ClockDriftRate < 0 || c.ClockDriftRate >= 1:
 		return fmt.Errorf("actors: Config.ClockDriftRate: %v is not in [0, 1)", c.ClockDriftRate)
 	}
-	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage}).Validate(); err != nil {
+	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage, DeleteMarkerTTL: c.DeleteMarkerTTL}).Validate(); err != nil {
 		return fmt.Errorf("actors: Config: %w", err)
 	}
 	if err := c.validatePolicy(); err != nil {

@@ -147,6 +147,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	bucket, err := natskv.OpenBucket(ctx, natskv.BucketConfig{
 		JetStream: js, Name: cfg.Bucket, Replicas: cfg.Replicas, Storage: cfg.Storage,
+		DeleteMarkerTTL: cfg.DeleteMarkerTTL,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("actors: %w", err)

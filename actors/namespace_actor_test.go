@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/natskv"
 )
@@ -431,6 +433,40 @@ func TestReleaseByNonHolderIsNotHeld(t *testing.T) {
 	h.mustHold(n, "l", "h")
 }
 
+// A lease released long enough ago that the server has removed its delete
+// marker is claimed again at once: the namespace still expects the marker,
+// finds its write refused, reads that the key is gone and claims again,
+// at a revision above every earlier tenure's.
+func TestClaimAfterTheDeleteMarkerWent(t *testing.T) {
+	h := newHarness(t, func(cfg *Config) { cfg.DeleteMarkerTTL = time.Second })
+	n := h.start("ns")
+	h.claim(n, "l", "h1", time.Minute)
+	first := h.expectClaimed("ns", "l", "h1")
+	if err := n.Release(h.ctx(), "l", "h1"); err != nil {
+		t.Fatal(err)
+	}
+	h.expectExpired("ns", "l", "h1")
+	stream, err := h.js.Stream(h.ctx(), "KV_"+natskv.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server removes the marker on its own clock and tells nobody:
+	// look every 20 ms.
+	for deadline := time.Now().Add(patience); ; time.Sleep(20 * time.Millisecond) {
+		_, err := stream.GetLastMsgForSubject(h.ctx(), "$KV."+natskv.DefaultBucket+".ns.l")
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("the marker of ns/l is still there (%v)", err)
+		}
+	}
+	h.claim(n, "l", "h2", time.Minute)
+	if again := h.expectClaimed("ns", "l", "h2"); again.GetRevision() <= first.GetRevision() {
+		t.Fatalf("claimed again at revision %d, want more than the first tenure's %d", again.GetRevision(), first.GetRevision())
+	}
+}
+
 func TestSameLeaseInTwoNamespaces(t *testing.T) {
 	h := newHarness(t)
 	a, b := h.start("ns-a"), h.start("ns-b")
@@ -738,6 +774,7 @@ func TestConfigValidate(t *testing.T) {
 		{"drift", Config{Conn: h.nc, ClockDriftRate: 2}, "Config.ClockDriftRate"},
 		{"bucket", Config{Conn: h.nc, Bucket: "a.b"}, "BucketConfig.Name"},
 		{"replicas", Config{Conn: h.nc, Replicas: 9}, "BucketConfig.Replicas"},
+		{"delete marker TTL", Config{Conn: h.nc, DeleteMarkerTTL: time.Millisecond}, "BucketConfig.DeleteMarkerTTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

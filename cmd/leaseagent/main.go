@@ -440,6 +440,7 @@ type app struct {
 	metricsListen string
 	maxNamespaces int
 	idleTimeout   time.Duration
+	markerTTL     time.Duration
 
 	// The config file (config.go), the authentication and TLS flags
 	// not above (security.go) and the cluster flags (cluster.go).

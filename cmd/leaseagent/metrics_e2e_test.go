@@ -91,6 +91,7 @@ func TestServeLimitFlagsAreChecked(t *testing.T) {
 	for _, args := range [][]string{
 		{"--max-namespaces", "0"},
 		{"--idle-timeout", "0s"},
+		{"--delete-marker-ttl", "500ms"},
 	} {
 		if _, stderr, code := cli(t, "", append([]string{"serve", "--data-dir", t.TempDir()}, args...)...); code != exitUsage || !strings.Contains(stderr, args[0]) {
 			t.Errorf("serve %v: exit %d, stderr %q; want %d naming the flag", args, code, stderr, exitUsage)

@@ -19,6 +19,7 @@ import (
 	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/metrics"
+	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/policy"
 )
 
@@ -54,6 +55,7 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
 	fs.IntVar(&a.maxNamespaces, "max-namespaces", actors.DefaultMaxNamespace, "most namespaces served at once; requests for more are refused until some are idle")
 	fs.DurationVar(&a.idleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "how long a namespace with no leases and no waiters keeps its memory")
+	fs.DurationVar(&a.markerTTL, "delete-marker-ttl", natskv.DefaultDeleteMarkerTTL, "how long a released or expired lease leaves its delete marker in the bucket (at least 1s; negative: for ever)")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 	a.addServeSecurityFlags(fs)
 	a.addClusterFlags(fs)
@@ -86,6 +88,7 @@ type serveConfig struct {
 	MaxDuration   time.Duration
 	MaxNamespaces int
 	IdleTimeout   time.Duration
+	MarkerTTL     time.Duration // actors.Config.DeleteMarkerTTL
 	StartTimeout  time.Duration // bounds the lease manager's start (in a cluster, the wait for it to form)
 
 	// MetricsListen is where /metrics, /healthz and /readyz are served;
@@ -122,6 +125,7 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		MaxDuration:   a.maxDuration,
 		MaxNamespaces: a.maxNamespaces,
 		IdleTimeout:   a.idleTimeout,
+		MarkerTTL:     a.markerTTL,
 		MetricsListen: a.metricsListen,
 	}
 	switch {
@@ -137,6 +141,8 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--idle-timeout must be positive, not %v", a.idleTimeout)
 	case a.timeout <= 0:
 		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
+	case a.markerTTL >= 0 && a.markerTTL < time.Second:
+		return cfg, usagef(cmd, "--delete-marker-ttl must be at least 1s (or negative, to keep markers for ever), not %v", a.markerTTL)
 	}
 	if err := a.securityConfig(cmd, &cfg); err != nil {
 		return cfg, err
@@ -254,18 +260,19 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		interest = r.srv.Interest
 	}
 	r.mgr, err = startManager(ctx, cfg, r.srv, actors.Config{
-		MinBatch:      minBatch,
-		Interest:      interest,
-		Metrics:       m,
-		Conn:          r.nc,
-		Bucket:        cfg.Bucket,
-		Replicas:      cfg.Replicas,
-		Prefix:        cfg.Prefix,
-		MaxDuration:   cfg.MaxDuration,
-		MaxNamespaces: cfg.MaxNamespaces,
-		IdleTimeout:   cfg.IdleTimeout,
-		Logger:        logger.With("component", "actors"),
-		Policy:        cfg.Policy,
+		MinBatch:        minBatch,
+		Interest:        interest,
+		Metrics:         m,
+		Conn:            r.nc,
+		Bucket:          cfg.Bucket,
+		Replicas:        cfg.Replicas,
+		Prefix:          cfg.Prefix,
+		MaxDuration:     cfg.MaxDuration,
+		MaxNamespaces:   cfg.MaxNamespaces,
+		IdleTimeout:     cfg.IdleTimeout,
+		DeleteMarkerTTL: cfg.MarkerTTL,
+		Logger:          logger.With("component", "actors"),
+		Policy:          cfg.Policy,
 	}, logger)
 	if err != nil {
 		stopErr := r.stop(logger)
