@@ -70,7 +70,7 @@ type options struct {
 }
 
 // Parts of the suite that -parts can select.
-var allParts = []string{"core", "list", "expiry", "failover", "scale", "steady", "peers"}
+var allParts = []string{"core", "list", "expiry", "failover", "scale", "churn", "steady", "peers"}
 
 func main() {
 	if spec := os.Getenv(holderEnv); spec != "" {
@@ -122,7 +122,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
 	fs.StringVar(&syncMode, "sync", "both", "durability modes: on (fsync before ack, the default), off, or both")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
-	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), steady (every holder renewing at duration/2), peers (etcd and Redis, if installed)")
+	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), churn (leases named once, released: what their delete markers cost; -scale-leases of them), steady (every holder renewing at duration/2), peers (etcd and Redis, if installed)")
 	fs.IntVar(&o.expiryLeases, "expiry-leases", 10000, "leases in the expiry row, due within one second")
 	fs.DurationVar(&o.expiryLead, "expiry-lead", 0, "how far ahead the expiry row's leases are due (0: 5s without fsync, 15s with)")
 	fs.IntVar(&o.listSize, "list-size", 10000, "leases in the listed namespace")
@@ -225,6 +225,7 @@ type report struct {
 	Expiry   map[string]expiryResult   `json:"expiry,omitempty"`   // by mode
 	Failover map[string]failoverResult `json:"failover,omitempty"` // by mode
 	Scale    *scaleResult              `json:"scale,omitempty"`
+	Churn    *churnResult              `json:"churn,omitempty"`
 	Steady   map[string]steadyResult   `json:"steady,omitempty"`
 	Notes    []string                  `json:"notes,omitempty"`
 }
@@ -306,6 +307,18 @@ func run(o options, log io.Writer) (*report, error) {
 		} else {
 			rep.Scale = &x
 			fmt.Fprintf(log, "  filled in %v; RSS %.0f B/lease, heap %.0f B/lease; reload %v\n", x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
+		}
+	}
+	if o.parts["churn"] {
+		fmt.Fprintf(log, "churn: %d leases claimed and released once, no fsync\n", o.scaleLeases)
+		x, err := churn(o.dir, o.scaleLeases)
+		if err != nil {
+			line := fmt.Sprintf("churn failed: %v", err)
+			fmt.Fprintln(log, line)
+			rep.Notes = append(rep.Notes, line)
+		} else {
+			rep.Churn = &x
+			fmt.Fprintf(log, "  live heap grew %s with markers kept, %s with their TTL\n", mib(x.Kept), mib(x.Expiring))
 		}
 	}
 	if o.parts["steady"] {
@@ -552,6 +565,11 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "\nscale (no fsync): %d leases in one namespace, filled in %v; RSS %.0f B/lease (target <= 1024), Go heap %.0f B/lease; restart to the first answer %v\n",
 			x.Leases, x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
 	}
+	if x := r.Churn; x != nil {
+		fmt.Fprintf(w, "\nchurn (no fsync): %d leases claimed and released once; %v after the last release the live Go heap had grown %s (%.0f B per lease) with delete markers kept, %s (%.0f B per lease) with a marker TTL of %v\n",
+			x.Names, churnSettle, mib(x.Kept), float64(x.Kept)/float64(x.Names), mib(x.Expiring), float64(x.Expiring)/float64(x.Names), x.MarkerTTL)
+	}
+
 	if len(r.Steady) > 0 {
 		fmt.Fprintln(w, "\nsteady: every holder renews at duration/2")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -596,3 +614,6 @@ func commandVersion(name string, args ...string) string {
 func versionLine(v map[string]string) string {
 	return fmt.Sprintf("go %s, nats-server %s, etcd: %s, redis: %s; group commit MinBatch: %s; bucket replicas: %s", v["go"], v["nats-server"], v["etcd"], v["redis"], v["min-batch"], v["replicas"])
 }
+
+// mib formats a byte count in MiB.
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -40,12 +40,12 @@ type env struct {
 	clients []*client.Client
 }
 
-func startEnv(parent string, sync bool) (*env, error) {
+func startEnv(parent string, sync bool, edit ...func(*actors.Config)) (*env, error) {
 	dir, err := os.MkdirTemp(parent, "leasebench-nats-")
 	if err != nil {
 		return nil, err
 	}
-	return startEnvIn(dir, sync)
+	return startEnvIn(dir, sync, edit...)
 }
 
 // minBatch is actors.Config.MinBatch for the agents the suite starts; -1:
@@ -70,8 +70,8 @@ func minBatchFor(sync bool) int {
 var replicas = 1
 
 // startEnvIn starts an env on the data in dir, which stop removes unless
-// e.dir is cleared.
-func startEnvIn(dir string, sync bool) (*env, error) {
+// e.dir is cleared. edit changes the lease manager's configuration.
+func startEnvIn(dir string, sync bool, edit ...func(*actors.Config)) (*env, error) {
 	var err error
 	e := &env{sync: sync, dir: dir}
 	if replicas > 1 {
@@ -101,6 +101,9 @@ func startEnvIn(dir string, sync bool) (*env, error) {
 		Replicas:    replicas,
 		MaxDuration: 24 * time.Hour,
 		Logger:      quiet,
+	}
+	for _, e := range edit {
+		e(&cfg)
 	}
 	if replicas > 1 {
 		// A new cluster elects its JetStream leader on its own time, with

@@ -16,10 +16,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/bench/stats"
 	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/natskv"
 )
 
 // scaleResult is what holding many leases in one namespace costs.
@@ -250,4 +253,109 @@ func (e *env) failover(trials int, d time.Duration) (failoverResult, error) {
 	r.Elapsed = time.Second
 	res.Over = r.Summarise()
 	return res, nil
+}
+
+// churnResult is what leases named once cost after their release, with
+// their delete markers kept for ever and with the markers' TTL.
+type churnResult struct {
+	Names     int           `json:"names"`
+	MarkerTTL time.Duration `json:"marker_ttl_ns"`
+	// Kept and Expiring are the growth of the Go heap's live bytes (the
+	// server and the agent; the clients are idle) from before the names
+	// were used to a while after, with markers kept and with the TTL.
+	Kept     int64 `json:"kept_heap_growth_bytes"`
+	Expiring int64 `json:"expiring_heap_growth_bytes"`
+}
+
+// The churn part shortens the marker TTL (10 minutes by default) and the
+// interval between full loads (a minute), at which a namespace forgets
+// markers the server has removed, and measures churnSettle after the last
+// release: by then both have passed.
+const (
+	churnMarkerTTL = 2 * time.Second
+	churnMaxSleep  = 2 * time.Second
+	churnSettle    = churnMarkerTTL + churnMaxSleep + 2*time.Second
+)
+
+// churn measures what names leases used once cost, with the markers kept
+// and with their TTL, in two fresh agents one after the other.
+func churn(parent string, names int) (churnResult, error) {
+	res := churnResult{Names: names, MarkerTTL: churnMarkerTTL}
+	var err error
+	if res.Kept, err = churnOnce(parent, names, -1); err != nil {
+		return res, fmt.Errorf("markers kept: %w", err)
+	}
+	if res.Expiring, err = churnOnce(parent, names, churnMarkerTTL); err != nil {
+		return res, fmt.Errorf("markers with a TTL: %w", err)
+	}
+	return res, nil
+}
+
+// churnOnce claims and releases names distinct leases in one namespace of
+// a fresh agent whose markers have ttl, from 32 clients, and returns the
+// growth of the live heap churnSettle after the last release.
+func churnOnce(parent string, names int, ttl time.Duration) (int64, error) {
+	e, err := startEnv(parent, false, func(c *actors.Config) {
+		c.DeleteMarkerTTL = ttl
+		c.MaxSleep = churnMaxSleep
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer e.stop()
+	cs, err := e.clientsN(32)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// A held lease keeps the namespace's actor (an idle one stops and
+	// frees its memory, which would hide what its cache keeps).
+	if err := cs[0].Namespace("churn").ClaimContext(ctx, "held", "h", 12*time.Hour); err != nil {
+		return 0, err
+	}
+	before := liveHeap()
+	err = parallelEach(32, names, func(i int) error {
+		n, name := cs[i%32].Namespace("churn"), fmt.Sprintf("job-%07d", i)
+		if err := n.ClaimContext(ctx, name, "h", time.Hour); err != nil {
+			return err
+		}
+		return n.Release(ctx, name, "h")
+	})
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(churnSettle)
+	after := liveHeap()
+	// Check that the markers went (or stayed) as configured.
+	js, err := jetstream.New(e.agentNC)
+	if err != nil {
+		return 0, err
+	}
+	stream, err := js.Stream(ctx, "KV_"+natskv.DefaultBucket)
+	if err != nil {
+		return 0, err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	switch left := info.State.NumSubjects; {
+	case ttl > 0 && left >= uint64(names):
+		return 0, fmt.Errorf("%d keys left %v after the last release, with a marker TTL of %v", left, churnSettle, ttl)
+	case ttl < 0 && left < uint64(names):
+		return 0, fmt.Errorf("%d keys left of %d names, with markers kept", left, names)
+	}
+	return int64(after) - int64(before), nil
+}
+
+// liveHeap returns the bytes of live objects on the Go heap, after two
+// GCs: sync.Pools (the server keeps its block buffers in one) are emptied
+// only by the second.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
 }
