@@ -22,7 +22,7 @@ const DefaultBucket = "leases"
 // DefaultDeleteMarkerTTL is how long the delete marker of a released or
 // expired lease stays in the bucket when BucketConfig.DeleteMarkerTTL is
 // zero.
-const DefaultDeleteMarkerTTL = 10 * time.Minute
+const DefaultDeleteMarkerTTL = 2 * time.Minute
 
 // JetStream error codes that decide how a failed revision-checked write is
 // treated.

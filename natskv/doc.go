@@ -79,7 +79,7 @@
 // A release or an expiry leaves a delete marker under the lease's key, so
 // that a reader of changes sees the lease go, and so that the next claim
 // knows the revision to write at. The marker carries a per-message TTL
-// (BucketConfig.DeleteMarkerTTL, ten minutes by default); the server then
+// (BucketConfig.DeleteMarkerTTL, two minutes by default); the server then
 // removes it, and nothing of the lease is left in the bucket. Leases named
 // once and never again (a lock per job, say) therefore cost nothing once
 // their markers have gone: without this every name ever used would keep a

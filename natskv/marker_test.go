@@ -78,7 +78,7 @@ func TestDeleteMarkerCarriesTheTTL(t *testing.T) {
 		want  string
 		wantN int // Nats-TTL headers
 	}{
-		{"release, default TTL", 0, release, "600", 1},
+		{"release, default TTL", 0, release, "120", 1},
 		{"expiry, TTL set", 90 * time.Second, expire, "90", 1},
 		{"expiry in a batch", 90 * time.Second, batched, "90", 1},
 		{"markers kept for ever", -1, release, "", 0},

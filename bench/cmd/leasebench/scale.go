@@ -267,7 +267,7 @@ type churnResult struct {
 	Expiring int64 `json:"expiring_heap_growth_bytes"`
 }
 
-// The churn part shortens the marker TTL (10 minutes by default) and the
+// The churn part shortens the marker TTL (2 minutes by default) and the
 // interval between full loads (a minute), at which a namespace forgets
 // markers the server has removed, and measures churnSettle after the last
 // release: by then both have passed.
