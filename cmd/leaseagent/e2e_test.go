@@ -88,7 +88,7 @@ type proc struct {
 	stdout <-chan string // lines
 	stderr <-chan string // lines
 	logs   *syncBuffer   // all of stderr
-	done   chan struct{} // closed when the process has exited
+	done   chan struct{} // closed when the process has exited and its output is read
 	err    error         // from Wait, once done is closed
 }
 
@@ -119,10 +119,15 @@ func start(t *testing.T, natsURL string, args ...string) *proc {
 		_ = errR.Close()
 		t.Fatal(err)
 	}
-	p.stdout = scanLines(outR, nil)
-	p.stderr = scanLines(errR, p.logs)
+	var stdoutEnded, stderrEnded <-chan struct{}
+	p.stdout, stdoutEnded = scanLinesToEnd(outR, nil)
+	p.stderr, stderrEnded = scanLinesToEnd(errR, p.logs)
 	go func() {
 		p.err = p.cmd.Wait()
+		// The process has exited, but its last lines may still be in
+		// the pipes: done means that they have been read too.
+		<-stdoutEnded
+		<-stderrEnded
 		close(p.done)
 	}()
 	t.Cleanup(func() {

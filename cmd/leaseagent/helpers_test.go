@@ -37,8 +37,17 @@ func (b *syncBuffer) String() string {
 // Lines beyond the channel's buffer are dropped rather than block the
 // writer.
 func scanLines(r io.Reader, copyTo io.Writer) <-chan string {
+	lines, _ := scanLinesToEnd(r, copyTo)
+	return lines
+}
+
+// scanLinesToEnd is scanLines that also returns a channel closed once r has
+// ended and every line has been copied to copyTo.
+func scanLinesToEnd(r io.Reader, copyTo io.Writer) (<-chan string, <-chan struct{}) {
 	lines := make(chan string, 1024)
+	ended := make(chan struct{})
 	go func() {
+		defer close(ended)
 		defer close(lines)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
@@ -51,7 +60,7 @@ func scanLines(r io.Reader, copyTo io.Writer) <-chan string {
 			}
 		}
 	}()
-	return lines
+	return lines, ended
 }
 
 // nextLine returns the next line from lines, failing the test if none comes
