@@ -168,32 +168,8 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
 	}
-	if stream.CachedInfo().Config.AllowDirect {
-		sc := stream.CachedInfo().Config
-		sc.AllowDirect = false
-		if stream, err = js.UpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("natskv: bucket %q: turn off direct get: %w", cfg.Name, err)
-		}
-	}
-	// Group commit (RunBatch) needs atomic batch publishes. A server too old
-	// to know the setting drops it from the stream's configuration; the
-	// Bucket then writes one message at a time.
-	if !stream.CachedInfo().Config.AllowAtomicPublish {
-		sc := stream.CachedInfo().Config
-		sc.AllowAtomicPublish = true
-		if updated, err := js.UpdateStream(ctx, sc); err == nil {
-			stream = updated
-		}
-	}
-	// Delete markers expire (DeleteMarkerTTL) only on a stream that allows
-	// per-message TTLs. The server cannot turn that off again; a server
-	// too old to know it drops it, and markers stay.
-	if cfg.DeleteMarkerTTL > 0 && !stream.CachedInfo().Config.AllowMsgTTL {
-		sc := stream.CachedInfo().Config
-		sc.AllowMsgTTL = true
-		if updated, err := js.UpdateStream(ctx, sc); err == nil {
-			stream = updated
-		}
+	if stream, err = configureStream(ctx, js, stream, cfg.DeleteMarkerTTL > 0); err != nil {
+		return nil, fmt.Errorf("natskv: bucket %q: %w", cfg.Name, err)
 	}
 	// Bind after the update so that the handle reads from the leader too.
 	kv, err := js.KeyValue(ctx, cfg.Name)
@@ -201,6 +177,47 @@ func OpenBucket(ctx context.Context, cfg BucketConfig) (*Bucket, error) {
 		return nil, fmt.Errorf("natskv: bind bucket %q: %w", cfg.Name, err)
 	}
 	return newBucket(cfg, kv, stream), nil
+}
+
+// configureStream updates the bucket's stream, in one update, to what a
+// Bucket needs:
+//
+//   - no direct gets, so that reads that decide safety come from the
+//     stream's leader (required);
+//   - atomic batch publishes, for group commit (RunBatch);
+//   - per-message TTLs if markerTTL, for delete markers that expire.
+//
+// A server too old to know the last two drops them from the configuration,
+// and the Bucket then writes one message at a time, or keeps markers. One
+// update rather than one per setting: each is a proposal to the JetStream
+// cluster, and agents that start together read and update the
+// configuration at the same time. An update from a configuration another
+// agent has changed meanwhile may fail (the server refuses to turn
+// per-message TTLs off again): the stream is read again and the update
+// retried.
+func configureStream(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, markerTTL bool) (jetstream.Stream, error) {
+	for attempt := 1; ; attempt++ {
+		have := stream.CachedInfo().Config
+		want := have
+		want.AllowDirect = false
+		want.AllowAtomicPublish = true
+		want.AllowMsgTTL = have.AllowMsgTTL || markerTTL
+		if want.AllowDirect == have.AllowDirect && want.AllowAtomicPublish == have.AllowAtomicPublish && want.AllowMsgTTL == have.AllowMsgTTL {
+			return stream, nil
+		}
+		updated, err := js.UpdateStream(ctx, want)
+		switch {
+		case err == nil:
+			return updated, nil
+		case attempt == 3 && have.AllowDirect:
+			return nil, fmt.Errorf("turn off direct get: %w", err)
+		case attempt == 3:
+			return stream, nil // only what speeds writes up, or frees markers, is missing
+		}
+		if stream, err = js.Stream(ctx, have.Name); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // BindBucket binds the existing bucket named in cfg, to read it: unlike

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease"
+	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/natskv"
 )
 
@@ -98,5 +100,50 @@ func TestCountHeld(t *testing.T) {
 	want := map[string]int{"app": 2, "odd/ns:1": 1}
 	if got := counts(); !maps.Equal(got, want) {
 		t.Errorf("CountHeld = %v, want %v", got, want)
+	}
+}
+
+// Agents that start together open the bucket together: each ends with a
+// Bucket that batches and expires markers, on a stream that answers reads
+// from its leader only.
+func TestBucketsOpenedTogetherAllConfigureTheStream(t *testing.T) {
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	const agents = 8
+	buckets := make([]*natskv.Bucket, agents)
+	errs := make([]error, agents)
+	var wg sync.WaitGroup
+	for i := range agents {
+		nc, err := srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			buckets[i], errs[i] = natskv.OpenBucket(context.Background(), natskv.BucketConfig{JetStream: js})
+		})
+	}
+	wg.Wait()
+	for i, b := range buckets {
+		if errs[i] != nil {
+			t.Fatalf("agent %d: %v", i, errs[i])
+		}
+		if !b.AtomicBatches() {
+			t.Errorf("agent %d's bucket does not batch", i)
+		}
+		info, err := b.StreamInfo(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := info.Config; c.AllowDirect || !c.AllowAtomicPublish || !c.AllowMsgTTL {
+			t.Fatalf("stream allows direct get %v, atomic publish %v, message TTLs %v; want false, true, true", c.AllowDirect, c.AllowAtomicPublish, c.AllowMsgTTL)
+		}
 	}
 }
