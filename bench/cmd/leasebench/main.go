@@ -133,6 +133,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.trials, "failover-trials", 5, "holder processes killed in the failover part")
 	fs.DurationVar(&o.failoverDur, "failover-duration", 2*time.Second, "lease duration in the failover part")
 	fs.IntVar(&replicas, "replicas", 1, "the bucket's replicas: 1 (one embedded server) or 3 (a cluster of three embedded servers in this process; the agent and clients on the first)")
+	fs.DurationVar(&markerTTL, "marker-ttl", 0, "actors.Config.DeleteMarkerTTL of the agents the suite starts (0: the default; negative: markers kept for ever); the churn part sets its own")
 	fs.IntVar(&minBatch, "min-batch", -1, "group commit's actors.Config.MinBatch (0: off); -1: as leaseagent with its embedded server (on with fsync, off without)")
 	fs.StringVar(&o.dir, "dir", "", "parent directory of the servers' data (default: the system temporary directory)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server, agent and clients share this process) to `file`")

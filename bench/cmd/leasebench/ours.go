@@ -64,6 +64,10 @@ func minBatchFor(sync bool) int {
 	}
 }
 
+// markerTTL is actors.Config.DeleteMarkerTTL for the agents the suite
+// starts (-marker-ttl).
+var markerTTL time.Duration
+
 // replicas is the bucket's replica count (-replicas): 1, one embedded
 // server; 3, a cluster of three in this process, the agent and the clients
 // on the first.
@@ -95,12 +99,13 @@ func startEnvIn(dir string, sync bool, edit ...func(*actors.Config)) (*env, erro
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cfg := actors.Config{
-		MinBatch:    minBatchFor(sync),
-		Interest:    e.srv.Interest, // as leaseagent with its embedded server
-		Conn:        e.agentNC,
-		Replicas:    replicas,
-		MaxDuration: 24 * time.Hour,
-		Logger:      quiet,
+		MinBatch:        minBatchFor(sync),
+		DeleteMarkerTTL: markerTTL,
+		Interest:        e.srv.Interest, // as leaseagent with its embedded server
+		Conn:            e.agentNC,
+		Replicas:        replicas,
+		MaxDuration:     24 * time.Hour,
+		Logger:          quiet,
 	}
 	for _, e := range edit {
 		e(&cfg)
