@@ -231,6 +231,13 @@ type report struct {
 	Notes    []string                  `json:"notes,omitempty"`
 }
 
+// failed notes that a part of the suite failed, in the log and the report.
+func (r *report) failed(log io.Writer, part string, err error) {
+	line := fmt.Sprintf("%s failed: %v", part, err)
+	fmt.Fprintln(log, line)
+	r.Notes = append(r.Notes, line)
+}
+
 func (r *report) find(group, mode, name string, clients int) *row {
 	for _, x := range r.Rows {
 		if x.Group == group && x.Mode == mode && x.Name == name && x.Clients == clients {
@@ -302,9 +309,7 @@ func run(o options, log io.Writer) (*report, error) {
 		fmt.Fprintf(log, "scale: %d leases, no fsync\n", o.scaleLeases)
 		x, err := scale(o.dir, false, o.scaleLeases)
 		if err != nil {
-			line := fmt.Sprintf("scale failed: %v", err)
-			fmt.Fprintln(log, line)
-			rep.Notes = append(rep.Notes, line)
+			rep.failed(log, "scale", err)
 		} else {
 			rep.Scale = &x
 			fmt.Fprintf(log, "  filled in %v; RSS %.0f B/lease, heap %.0f B/lease; reload %v\n", x.Fill.Round(time.Millisecond), x.RSSPerLease, x.HeapPerLease, x.Reload.Round(time.Millisecond))
@@ -314,9 +319,7 @@ func run(o options, log io.Writer) (*report, error) {
 		fmt.Fprintf(log, "churn: %d leases claimed and released once, no fsync\n", o.scaleLeases)
 		x, err := churn(o.dir, o.scaleLeases)
 		if err != nil {
-			line := fmt.Sprintf("churn failed: %v", err)
-			fmt.Fprintln(log, line)
-			rep.Notes = append(rep.Notes, line)
+			rep.failed(log, "churn", err)
 		} else {
 			rep.Churn = &x
 			fmt.Fprintf(log, "  live heap grew %s with markers kept, %s with their TTL\n", mib(x.Kept), mib(x.Expiring))
@@ -328,9 +331,7 @@ func run(o options, log io.Writer) (*report, error) {
 			fmt.Fprintf(log, "steady %s: %d leases of %v, renewed every %v\n", mode, o.steadyLeases, o.steadyDur, o.steadyDur/2)
 			x, err := steady(o.dir, sync, o.steadyLeases, o.steadyDur, o.steadyRounds)
 			if err != nil {
-				line := fmt.Sprintf("steady %s failed: %v", mode, err)
-				fmt.Fprintln(log, line)
-				rep.Notes = append(rep.Notes, line)
+				rep.failed(log, "steady "+mode, err)
 				continue
 			}
 			if rep.Steady == nil {
