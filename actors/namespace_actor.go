@@ -182,6 +182,7 @@ type namespaceActor struct {
 	fullLoadDue time.Time
 	afterLoad   []*checkRequest // checks waiting for the Load in flight
 	nextLoad    []*checkRequest // checks waiting for the one after
+	checking    []*checkRequest // checks of the Load that landed, still to answer
 
 	expiring []string // due leases still to expire, in name order
 	// gathering collects the writes submitted meanwhile into gathered,
@@ -370,11 +371,14 @@ func (a *namespaceActor) step(o *op) {
 	switch {
 	case err != nil || w == nil || w.NoOp():
 		a.finish(o, err)
+	case !a.rt.writable(a.name):
+		// Asked even of an extension kept in the cache: it promises the
+		// holder time that a new owner, which counts from its own load,
+		// would not honour.
+		a.finish(o, fmt.Errorf("%w: namespace %q may no longer be written from here", ErrUnavailable, a.name))
 	case w.Local():
 		w.Run(a.rt.ctx) // no I/O
 		a.onWriteDone(&writeDone{incarnation: a.incarnation, op: o, write: w})
-	case !a.rt.writable(a.name):
-		a.finish(o, fmt.Errorf("%w: namespace %q may no longer be written from here", ErrUnavailable, a.name))
 	default:
 		a.submit(pendingWrite{op: o, write: w})
 	}
@@ -656,10 +660,10 @@ func (a *namespaceActor) failAll(err error) {
 		}
 	}
 	a.waiters = make(map[string]map[*waiter]struct{})
-	for _, c := range append(a.afterLoad, a.nextLoad...) {
+	for _, c := range slices.Concat(a.checking, a.afterLoad, a.nextLoad) {
 		c.reply.send(checkResult{err: err})
 	}
-	a.afterLoad, a.nextLoad = nil, nil
+	a.checking, a.afterLoad, a.nextLoad = nil, nil, nil
 }
 
 // failEarly answers the requests that arrived before the first snapshot.
@@ -776,15 +780,24 @@ func (a *namespaceActor) onLoaded(m *loaded) {
 	}
 	if !a.ready {
 		a.ready = true
-		early := a.early
-		a.early = nil
-		for _, msg := range early {
+		// One at a time off the list, so that if one crashes the actor,
+		// the rest are still there for failAll to answer.
+		for len(a.early) > 0 {
+			msg := a.early[0]
+			a.early = a.early[1:]
+			a.current = msg
 			a.handle(msg)
 		}
+		a.early = nil
 	}
-	for _, c := range checks {
+	a.checking = checks
+	for len(a.checking) > 0 { // likewise
+		c := a.checking[0]
+		a.checking = a.checking[1:]
+		a.current = c
 		a.check(c)
 	}
+	a.current = m
 	for name := range a.waiters {
 		a.wake(name)
 	}

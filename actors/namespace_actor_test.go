@@ -575,6 +575,55 @@ func TestPanicInNamespaceActorIsSurvived(t *testing.T) {
 	h.expectExpired("ns", "kept", "h")
 }
 
+// crashOnClaim is a store whose PrepareClaim of lease "boom" panics and
+// whose first Load waits for gate.
+type crashOnClaim struct {
+	store
+	gate chan struct{}
+	once sync.Once
+}
+
+func (s *crashOnClaim) PrepareClaim(name string, r lease.Request) (*natskv.Write, error) {
+	if name == "boom" {
+		panic("boom")
+	}
+	return s.store.PrepareClaim(name, r)
+}
+
+func (s *crashOnClaim) Load(ctx context.Context) (*natskv.Snapshot, error) {
+	s.once.Do(func() { <-s.gate })
+	return s.store.Load(ctx)
+}
+
+func TestCrashWhileServingEarlyRequestsFailsTheRest(t *testing.T) {
+	gate := make(chan struct{})
+	queued := make(chan struct{}, 2)
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.newStore = func(ns string, b *natskv.Bucket) (store, error) {
+			c, err := natskv.NewClient(natskv.Config{Bucket: b, Namespace: ns, Clock: cfg.Clock})
+			return &crashOnClaim{store: c, gate: gate}, err
+		}
+		cfg.hooks.receive = func(_ string, msg any) {
+			if _, ok := msg.(*claimRequest); ok {
+				queued <- struct{}{}
+			}
+		}
+	})
+	n := h.m.Namespace("ns")
+	// Both claims arrive before the first load has landed, in this order.
+	results := map[string]chan error{"boom": make(chan error, 1), "other": make(chan error, 1)}
+	for _, name := range []string{"boom", "other"} {
+		go func() { results[name] <- n.ClaimContext(h.ctx(), name, "h", time.Minute) }()
+		<-queued
+	}
+	close(gate)
+	for name, ch := range results {
+		if err := <-ch; !errors.Is(err, ErrUnavailable) {
+			t.Errorf("claim of %q, queued before the crash = %v, want ErrUnavailable", name, err)
+		}
+	}
+}
+
 func TestStopFailsPendingCalls(t *testing.T) {
 	var registered <-chan string
 	var entered <-chan struct{}
@@ -843,6 +892,24 @@ func TestWriteGuardRefusesClaimsAndReleases(t *testing.T) {
 		t.Fatalf("writes behind a closed guard: revision %d -> %d", before, after)
 	}
 	h.mustHold(n, "held", "h")
+}
+
+func TestWriteGuardRefusesExtensionsKeptInMemory(t *testing.T) {
+	h := newHarness(t)
+	g := newGuard(h.m)
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	g.open.Store(false)
+	h.clock.Advance(30 * time.Second)
+	// A renewal for the record's duration writes nothing, but it promises
+	// time that a new owner, counting from its own load, would not honour.
+	if err := n.ClaimContext(h.ctx(), "l", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("renewal behind a closed guard = %v, want ErrUnavailable", err)
+	}
+	info, _, err := n.Lease(h.ctx(), "l")
+	if err != nil || !info.Expiry.Equal(epoch.Add(time.Minute)) {
+		t.Fatalf("expiry after a refused renewal = %v (%v), want %v", info.Expiry, err, epoch.Add(time.Minute))
+	}
 }
 
 func TestWriteGuardHoldsExpiriesBack(t *testing.T) {
