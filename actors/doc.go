@@ -62,7 +62,11 @@
 // every held lease its record's whole duration from the load
 // (natskv.Client.PrepareLocalExtend has the argument). So after a restart
 // or a takeover, a lease whose holder has died expires up to one duration
-// after the load, not after its last extension. An extension the record
+// after the load, not after its last extension. The first extension of a
+// lease after a takeover (or after a write to it whose outcome was lost)
+// is written all the same: it moves the revision, so that a write the
+// previous owner still had in flight fails instead of landing on a record
+// the new owner has promised time on. An extension the record
 // covers cannot notice that the record was deleted behind the Manager's
 // back (only an operator could); the next reload does.
 //

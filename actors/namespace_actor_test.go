@@ -289,8 +289,12 @@ func TestLeaseGrantedLongerIsNotExpiredEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := h.start("ns")
+	// Already held for longer. The first extension of a record the actor
+	// did not write is written all the same (to move the revision), for
+	// the time the lease already has; the next needs no write.
+	h.claim(n, "l", "h", time.Minute)
 	before := h.lastRevision()
-	h.claim(n, "l", "h", time.Minute) // already held for longer: nothing to write
+	h.claim(n, "l", "h", time.Minute)
 	if after := h.lastRevision(); after != before {
 		t.Fatalf("claim that needed no extension wrote: %d -> %d", before, after)
 	}
@@ -621,6 +625,60 @@ func TestCrashWhileServingEarlyRequestsFailsTheRest(t *testing.T) {
 		if err := <-ch; !errors.Is(err, ErrUnavailable) {
 			t.Errorf("claim of %q, queued before the crash = %v, want ErrUnavailable", name, err)
 		}
+	}
+}
+
+// A write's outcome that comes back to the actor after it restarted, and
+// after the lease has changed hands since, puts nothing back.
+func TestAnOutcomeFromBeforeARestartDoesNotUndoLaterClaims(t *testing.T) {
+	landed, release := make(chan struct{}), make(chan struct{})
+	outcome := make(chan struct{})
+	var crash, heard sync.Once
+	var writesOfX atomic.Int32
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+			w.Run(ctx)
+			if w.Lease() == "x" && writesOfX.Add(1) == 1 {
+				close(landed) // the first claim of x lands; its outcome waits
+				<-release
+			}
+		}
+		cfg.hooks.receive = func(_ string, msg any) {
+			switch m := msg.(type) {
+			case *claimRequest:
+				if m.lease == "boom" {
+					crash.Do(func() { panic("boom") })
+				}
+			case *roundDone:
+				if m.incarnation == 1 && m.writes[0].write.Lease() == "x" {
+					heard.Do(func() { close(outcome) })
+				}
+			}
+		}
+	})
+	n := h.start("ns")
+	first := make(chan error, 1)
+	go func() { first <- n.ClaimContext(h.ctx(), "x", "a", time.Hour) }()
+	<-landed
+	if err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+	}
+	if err := <-first; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim lost in the crash = %v, want ErrUnavailable", err)
+	}
+	h.claim(n, "x", "a", time.Hour) // a tries again: it holds x
+	if err := n.Release(h.ctx(), "x", "a"); err != nil {
+		t.Fatal(err)
+	}
+	h.claim(n, "x", "b", time.Hour)
+	close(release)
+	<-outcome
+	// Requests from now on are handled after the old outcome. (A check of
+	// b first would refresh the cache on a miss, and hide a stale a.)
+	h.mustNotHold(n, "x", "a")
+	h.mustHold(n, "x", "b")
+	if err := n.ClaimContext(h.ctx(), "x", "b", time.Hour); err != nil {
+		t.Fatalf("b extending x after the old outcome = %v", err)
 	}
 }
 

@@ -106,6 +106,14 @@ type state struct {
 	holder   string
 	duration time.Duration
 	expiry   time.Time // on the Client's clock
+	// written: this Client wrote the record at revision and knows the
+	// write landed, so expiry counts from the write's start, which no
+	// other process can have observed earlier. Only then may an extension
+	// be promised without a write (a no-op or local extension): a record
+	// observed (written elsewhere, or left by a write whose outcome was
+	// unknown) may have been seen earlier by a writer that will expire it
+	// sooner, or may already be gone.
+	written bool
 }
 
 var _ lease.Client = (*Client)(nil)

@@ -38,20 +38,40 @@
 // ExpireLease succeeds only once the Client's clock is strictly past the
 // expiry, and only if the lease has not changed since.
 //
-// # Extensions kept in memory
+// # Outcomes
 //
-// The lease.Client methods write every extension that moves the expiry
-// later. PrepareLocalExtend, for a Client that is the only writer of its
-// namespace (the lease manager of package actors is), writes only an
-// extension longer than the stored record's duration; a shorter or equal
-// one moves the expiry in the cache alone. That loses nothing a holder was
-// promised, provided whoever writes the namespace next loads it afresh
-// first: the clock rule then gives every held lease its record's whole
-// duration from the load, and the load comes after every extension
-// acknowledged before it (etcd does the same with lease keep-alives). The
-// price is that the bucket shows holders, not their latest expiries: a
-// process that observed a record long ago would take the lease for expired
-// early, so it must not write the namespace.
+// A write's outcome is applied to the cache once it comes back (Apply). An
+// outcome that comes back after the cache has read a later state of the
+// key (say, the actor that sent it crashed, and its successor reloaded and
+// wrote on) changes nothing and fails with lease.ErrInvalid. A write whose
+// outcome is lost (a timeout) may have landed or not: the cache keeps what
+// it knew, but no extension of that record is then answered without a
+// write (below), so the next one finds out.
+//
+// # Extensions without a write
+//
+// An extension is answered without a write only against a record this
+// Client wrote itself and knows to have landed, whose expiry counts from
+// that write's start: no other process can have observed the record
+// earlier and so expire it sooner. An extension of a record the Client
+// only observed (written by another process, or by an earlier run of this
+// one) is always written, even one that would not move the expiry later:
+// the new revision fences off a late write of the previous writer (an
+// agent that owned the namespace before), which may have observed the
+// record earlier than this Client did.
+//
+// Of a record it wrote, the lease.Client methods skip an extension that
+// would not move the expiry later, and write every other. PrepareLocalExtend,
+// for a Client that is the only writer of its namespace (the lease manager
+// of package actors is), writes only an extension longer than the stored
+// record's duration; a shorter or equal one moves the expiry in the cache
+// alone. That loses nothing a holder was promised, provided whoever writes
+// the namespace next loads it afresh first: the clock rule then gives
+// every held lease its record's whole duration from the load, and the load
+// comes after every extension acknowledged before it (etcd does the same
+// with lease keep-alives). The price is that the bucket shows holders, not
+// their latest expiries: a process that observed a record long ago would
+// take the lease for expired early, so it must not write the namespace.
 //
 // # Fencing
 //

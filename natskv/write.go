@@ -118,22 +118,34 @@ func (c *Client) PrepareClaim(name string, request lease.Request) (*Write, error
 }
 
 // PrepareExtend prepares the write that extends a lease held by
-// request.Holder to request.Duration from now. If that would not move the
-// expiry later, the Write is a no-op that succeeds. It returns ErrInvalid if
-// the cache says request.Holder does not hold the lease.
+// request.Holder to request.Duration from now. If the Client wrote the
+// lease's record itself and the extension would not move the expiry later,
+// the Write is a no-op that succeeds (see "Extensions without a write" in
+// the package doc). It returns ErrInvalid if the cache says request.Holder
+// does not hold the lease.
 func (c *Client) PrepareExtend(name string, request lease.Request) (*Write, error) {
 	w, err := c.PrepareRenew(name, request)
 	if err != nil {
 		return nil, err
 	}
-	w.noop = !w.start.Add(request.Duration).After(c.known[name].expiry)
-	return w, nil
+	s := c.known[name]
+	switch {
+	case w.start.Add(request.Duration).After(s.expiry):
+		return w, nil
+	case s.written:
+		w.noop = true
+		return w, nil
+	}
+	// A record the Client only observed: written all the same, for no
+	// less time than the lease already has.
+	keep := lease.Request{Holder: request.Holder, Duration: s.expiry.Sub(w.start)}
+	return c.prepareRecord(extendWrite, name, keep, s.revision, s.fence)
 }
 
 // PrepareLocalExtend is PrepareExtend for a Client that is the only writer
-// of its namespace: an extension whose duration is at most the stored
-// record's is kept in the cache (a Local Write), and only a longer one is
-// written.
+// of its namespace: an extension of a record the Client wrote, for at most
+// the record's duration, is kept in the cache (a Local Write), and any
+// other is written.
 //
 // That is safe only where every other process that could write the
 // namespace must first load it afresh, as an agent taking a namespace over
@@ -149,7 +161,7 @@ func (c *Client) PrepareLocalExtend(name string, request lease.Request) (*Write,
 		return nil, err
 	}
 	s := c.known[name]
-	if s == nil || !s.held || s.holder != request.Holder || request.Duration > s.duration {
+	if s == nil || !s.held || s.holder != request.Holder || !s.written || request.Duration > s.duration {
 		return c.PrepareExtend(name, request)
 	}
 	now := c.clock.Now()
@@ -300,7 +312,17 @@ func (c *Client) Apply(w *Write) error {
 		}
 		return fmt.Errorf("natskv: %s %q: %w", w.kind, w.lease, w.err)
 	case w.err != nil:
+		// The write may have landed or not: until a write or a read
+		// settles it, nothing is promised from the cached record alone.
+		if s := c.known[w.lease]; s != nil {
+			s.written = false
+		}
 		return w.err
+	}
+	if !w.local {
+		if err := c.superseded(w); err != nil {
+			return err
+		}
 	}
 	expiry := w.start.Add(w.duration)
 	if earlyExpiryFault() { // a deliberate bug, only in -tags faultinject builds (see faultinject.go)
@@ -326,7 +348,24 @@ func (c *Client) Apply(w *Write) error {
 			holder:   w.holder,
 			duration: w.duration,
 			expiry:   expiry,
+			written:  true,
 		})
 	}
 	return nil
+}
+
+// superseded returns an error wrapping ErrInvalid if the cache already
+// knows a later state of the write's key than the write made: an outcome
+// that comes back after a reload, and after further writes, must not put
+// the lease back as it was. The same revision, read by a reload before the
+// outcome came back, is this write's own record: the outcome installs it.
+func (c *Client) superseded(w *Write) error {
+	s := c.known[w.lease]
+	switch {
+	case s != nil && s.revision > w.revision:
+	case s == nil && w.revision <= c.seen: // read since, and gone since (a removed marker)
+	default:
+		return nil
+	}
+	return fmt.Errorf("natskv: %s %q: %w: revision %d is older than what the cache has read since", w.kind, w.lease, lease.ErrInvalid, w.revision)
 }
