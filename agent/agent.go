@@ -519,11 +519,17 @@ func (s *Service) answerMalformed(m *nats.Msg) {
 		&messages.ErrorReply{Status: protocol.Status(err)})
 }
 
+// respond sends out to reply. A reply that cannot be encoded is replaced
+// by a CODE_INTERNAL one, so the caller is never left waiting.
 func (s *Service) respond(reply string, json bool, out proto.Message) {
 	data, err := protocol.Encode(out, json)
 	if err != nil {
 		s.cfg.Logger.Error("encode reply", "error", err)
-		return
+		st := protocol.Status(fmt.Errorf("%w: the agent could not encode its reply", protocol.ErrInternal))
+		if data, err = protocol.Encode(&messages.ErrorReply{Status: st}, json); err != nil {
+			s.cfg.Logger.Error("encode internal-error reply", "error", err)
+			return
+		}
 	}
 	msg := &nats.Msg{Subject: reply, Data: data}
 	if json {

@@ -7,9 +7,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -97,6 +99,44 @@ func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
 	}
 	if st := status(t, request(t, nc, "lease.claim.ns", claimBody(t, "l", "h", time.Minute), nil)); st.GetCode() != messages.Code_CODE_OK {
 		t.Fatalf("good claim after bad input: %v", st)
+	}
+}
+
+// A JSON body with a byte that is not UTF-8 where a value belongs gets an
+// INVALID_ARGUMENT reply naming the problem, in valid UTF-8 (the parser's
+// error quotes the byte), and changes nothing.
+func TestNonUTF8JSONBodyGetsANamedError(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	h := nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+	tests := []struct {
+		op   string
+		body string
+	}{
+		{protocol.OpClaim, "{\"lease\":\xff}"},
+		{protocol.OpCheck, "{\"lease\":\xff}"},
+		{protocol.OpRelease, "{\"lease\":\xff}"},
+		{protocol.OpState, "{\"lease\":\xff}"},
+		{protocol.OpList, "{\"after\":\xff}"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.op, func(t *testing.T) {
+			msg := request(t, nc, "lease."+tt.op+".ns", []byte(tt.body), h)
+			if !utf8.Valid(msg.Data) {
+				t.Fatalf("reply is not UTF-8: %q", msg.Data)
+			}
+			var r messages.ClaimReply // every reply has its status in field 1
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(msg.Data, &r); err != nil {
+				t.Fatalf("reply %q: %v", msg.Data, err)
+			}
+			if st := r.GetStatus(); st.GetCode() != messages.Code_CODE_INVALID_ARGUMENT || !strings.Contains(st.GetMessage(), "malformed JSON body") {
+				t.Fatalf("status %v %q; want INVALID_ARGUMENT naming a malformed JSON body", st.GetCode(), st.GetMessage())
+			}
+		})
+	}
+	leases, err := e.Manager.Namespace("ns").Leases(context.Background())
+	if err != nil || len(leases) != 0 {
+		t.Fatalf("after bad input: leases %v, err %v", leases, err)
 	}
 }
 

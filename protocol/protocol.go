@@ -137,7 +137,10 @@ func Err(s *messages.Status) error {
 }
 
 // Status returns the status that reports err (nil: CODE_OK). Errors that
-// wrap none of the known sentinels are CODE_INTERNAL.
+// wrap none of the known sentinels are CODE_INTERNAL. The message is err's
+// text made valid UTF-8, each invalid byte sequence replaced by U+FFFD: an
+// error may quote raw bytes of a request, and a string field that is not
+// UTF-8 would make the reply impossible to encode.
 func Status(err error) *messages.Status {
 	code := messages.Code_CODE_INTERNAL
 	switch {
@@ -152,7 +155,7 @@ func Status(err error) *messages.Status {
 	case errors.Is(err, ErrUnavailable):
 		code = messages.Code_CODE_UNAVAILABLE
 	}
-	return &messages.Status{Code: code, Message: err.Error()}
+	return &messages.Status{Code: code, Message: strings.ToValidUTF8(err.Error(), "\uFFFD")}
 }
 
 // statusError is an error received from the agent: its text is the

@@ -34,6 +34,20 @@ func TestStatusRoundTrip(t *testing.T) {
 	}
 }
 
+// An error whose text is not UTF-8 (a parser quoting a raw byte) still
+// makes a status that encodes, in both encodings.
+func TestStatusOfNonUTF8ErrorEncodes(t *testing.T) {
+	st := protocol.Status(fmt.Errorf("%w: invalid value \xff", protocol.ErrInvalidArgument))
+	if st.GetMessage() != "invalid argument: invalid value \uFFFD" {
+		t.Fatalf("message %q", st.GetMessage())
+	}
+	for _, json := range []bool{false, true} {
+		if _, err := protocol.Encode(&messages.ErrorReply{Status: st}, json); err != nil {
+			t.Fatalf("Encode (json %v): %v", json, err)
+		}
+	}
+}
+
 func TestDecode(t *testing.T) {
 	valid, err := proto.Marshal(&messages.ClaimRequest{Lease: "l", Holder: "h", Duration: durationpb.New(1)})
 	if err != nil {
