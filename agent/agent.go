@@ -350,25 +350,29 @@ func (s *Service) serve(op string, r micro.Request) {
 }
 
 // forwarded serves a request another agent forwarded to this one, as its
-// namespace's owner, and answers pings.
+// namespace's owner, and answers pings. A forwarded request on a malformed
+// subject gets CODE_INVALID_ARGUMENT.
 func (s *Service) forwarded(m *nats.Msg) {
 	if m.Reply == "" {
 		return
 	}
 	// _leaseagent.<prefix>.<id>.<op>.<namespace>
-	tokens := strings.Split(strings.TrimPrefix(m.Subject, forwardRoot+"."+s.cfg.Prefix+"."+s.cfg.Ownership.AgentID+"."), ".")
-	if len(tokens) != 2 {
-		return
-	}
-	op := tokens[0]
-	if op == pingOp {
+	root := forwardRoot + "." + s.cfg.Prefix + "." + s.cfg.Ownership.AgentID
+	tokens := strings.Split(strings.TrimPrefix(m.Subject, root+"."), ".")
+	if len(tokens) == 2 && tokens[0] == pingOp {
 		_ = m.Respond(nil)
 		return
 	}
-	if !slices.Contains(protocol.Operations, op) {
+	if len(tokens) != 2 || !slices.Contains(protocol.Operations, tokens[0]) {
+		// An agent of another version, say: tell it rather than leave it
+		// waiting out its timeout.
+		err := fmt.Errorf("%w: malformed forwarded request subject %q; forwarded requests go to %s.<operation>.<namespace>, operations: %s",
+			protocol.ErrInvalidArgument, m.Subject, root, strings.Join(protocol.Operations, ", "))
+		s.respond(m.Reply, m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+			&messages.ErrorReply{Status: protocol.Status(err)})
 		return
 	}
-	s.dispatch(op, m, true)
+	s.dispatch(tokens[0], m, true)
 }
 
 // handler serves one operation for a namespace this agent answers for, and

@@ -134,6 +134,31 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
+// A request forwarded on a subject with the wrong number of tokens or an
+// unknown operation gets INVALID_ARGUMENT naming the subject, rather than
+// leaving the forwarding agent waiting out its timeout.
+func TestAMalformedForwardedRequestGetsANamedError(t *testing.T) {
+	srv := startServer(t)
+	startShared(t, srv, clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)), "a")
+	nc := connect(t, srv)
+	tests := []struct {
+		name    string
+		subject string
+	}{
+		{"unknown operation", "_leaseagent.lease.a.frobnicate.ns"},
+		{"no namespace", "_leaseagent.lease.a.claim"},
+		{"dotted namespace", "_leaseagent.lease.a.claim.ns.extra"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := status(t, request(t, nc, tt.subject, nil, nil))
+			if st.GetCode() != messages.Code_CODE_INVALID_ARGUMENT || !strings.Contains(st.GetMessage(), "malformed forwarded request subject") {
+				t.Fatalf("status %v %q; want INVALID_ARGUMENT naming a malformed forwarded request subject", st.GetCode(), st.GetMessage())
+			}
+		})
+	}
+}
+
 func TestOneAgentAnswersForANamespaceWhicheverReceivesTheRequest(t *testing.T) {
 	srv := startServer(t)
 	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
