@@ -176,7 +176,8 @@ func (t *Token) Check(trapdoorKey interface{}) error {
 // CheckContext returns nil if the holder holds the lease now, and
 // ErrNotHeld if not. It answers from the namespace actor's state, which
 // sees every claim made through the Manager; on a miss it reloads the
-// namespace from the store once and looks again. A non-nil trapdoorKey goes
+// namespace from the store once and looks again (ErrUnavailable if that
+// reload fails: the store may say otherwise). A non-nil trapdoorKey goes
 // to the lease's Trapdoor: a *natskv.Fence receives the fencing token.
 func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error {
 	if err := t.checkArgs(); err != nil {

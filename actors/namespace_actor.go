@@ -795,6 +795,12 @@ func (a *namespaceActor) onLoaded(m *loaded) {
 		c := a.checking[0]
 		a.checking = a.checking[1:]
 		a.current = c
+		if m.err != nil {
+			// A miss that could not be refreshed: the store may say
+			// otherwise, so "not held" would be a guess.
+			c.reply.send(checkResult{err: fmt.Errorf("%w: checking %q in namespace %q: %w", ErrUnavailable, c.lease, a.name, m.err)})
+			continue
+		}
 		a.check(c)
 	}
 	a.current = m

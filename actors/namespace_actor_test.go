@@ -223,6 +223,40 @@ func TestCheckMissReloadsOnce(t *testing.T) {
 	}
 }
 
+// unreadable is a store whose reloads fail while broken is set.
+type unreadable struct {
+	store
+	broken *atomic.Bool
+}
+
+func (s unreadable) LoadChanges(ctx context.Context, since uint64) (*natskv.Snapshot, error) {
+	if s.broken.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return s.store.LoadChanges(ctx, since)
+}
+
+func TestCheckMissThatCannotReloadIsUnavailable(t *testing.T) {
+	var broken atomic.Bool
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.newStore = func(ns string, b *natskv.Bucket) (store, error) {
+			c, err := natskv.NewClient(natskv.Config{Bucket: b, Namespace: ns, Clock: cfg.Clock})
+			return unreadable{store: c, broken: &broken}, err
+		}
+	})
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	broken.Store(true)
+	// Another process may have given the lease to "other" meanwhile: a
+	// miss the actor cannot refresh is not an answer.
+	err := n.Token("l", "other").(*Token).CheckContext(h.ctx(), nil)
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, lease.ErrNotHeld) {
+		t.Fatalf("check miss without a reload = %v, want ErrUnavailable", err)
+	}
+	broken.Store(false)
+	h.mustNotHold(n, "l", "other")
+}
+
 func TestCheckTrapdoorGivesFence(t *testing.T) {
 	h := newHarness(t)
 	n := h.start("ns")
