@@ -73,6 +73,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -149,6 +150,8 @@ type Service struct {
 	answerers map[string]answerer // by operation: those that do not
 	owners    *owners             // nil without Ownership
 	toMe      *nats.Subscription  // requests forwarded to this agent
+	pings     *nats.Subscription  // answers pings on this agent's ID
+	run       string              // this run's nonce, in its answers to pings
 	ownersWG  sync.WaitGroup
 	stopOwn   context.CancelFunc
 	ctx       context.Context
@@ -263,12 +266,8 @@ const pingOp = "ping"
 // renewing ownership.
 func (s *Service) startOwnership() error {
 	id := s.cfg.Ownership.AgentID
-	_, err := s.cfg.Conn.Request(forwardSubject(s.cfg.Prefix, id, pingOp, "_"), nil, 2*time.Second)
-	switch {
-	case err == nil:
-		return fmt.Errorf("agent: Ownership.AgentID: another agent already runs as %q on this bucket's NATS; give each agent its own ID", id)
-	case !errors.Is(err, nats.ErrNoResponders):
-		return fmt.Errorf("agent: ask whether agent ID %q is taken: %w", id, err)
+	if err := s.claimID(id); err != nil {
+		return err
 	}
 	o, err := newOwners(*s.cfg.Ownership, s.cfg.Manager, s.cfg.Logger.With("agent", id))
 	if err != nil {
@@ -294,6 +293,63 @@ func (s *Service) startOwnership() error {
 	return nil
 }
 
+// claimID answers pings on the agent ID, then pings it, and returns an
+// error if another agent answers. Answering before asking means that of
+// two agents started together with one ID, the second to ask hears the
+// first (each answers with a nonce of its own run, to tell its own answer
+// from another's): asking first, as a single request, let both start.
+func (s *Service) claimID(id string) error {
+	nc, subject := s.cfg.Conn, forwardSubject(s.cfg.Prefix, id, pingOp, "_")
+	s.run = nuid.Next()
+	var err error
+	s.pings, err = nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(s.run)) })
+	if err != nil {
+		return fmt.Errorf("agent: answer pings on agent ID %q: %w", id, err)
+	}
+	if err = s.pingID(subject); err != nil {
+		_ = s.pings.Unsubscribe()
+		s.pings = nil
+		return fmt.Errorf("agent: Ownership.AgentID: %w", err)
+	}
+	return nil
+}
+
+// pingAfterOwn is how long, after its own answer, an agent waits for
+// others to answer its ping: they answer as fast, give or take scheduling.
+const pingAfterOwn = 100 * time.Millisecond
+
+// pingID pings subject and waits for this run's own answer (which shows
+// the ping went through the server), and pingAfterOwn more for others'.
+func (s *Service) pingID(subject string) error {
+	nc := s.cfg.Conn
+	inbox := nc.NewRespInbox()
+	answers, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = answers.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		return err
+	}
+	deadline, heardOwn := time.Now().Add(s.cfg.RequestTimeout), false
+	for {
+		wait := time.Until(deadline)
+		if heardOwn {
+			wait = min(wait, pingAfterOwn)
+		}
+		m, err := answers.NextMsg(wait)
+		switch {
+		case errors.Is(err, nats.ErrTimeout) && heardOwn:
+			return nil
+		case err != nil:
+			return fmt.Errorf("ping %s: %w", subject, err)
+		case string(m.Data) != s.run:
+			return fmt.Errorf("another agent already runs as %q on this bucket's NATS; give each agent its own ID", s.cfg.Ownership.AgentID)
+		}
+		heardOwn = true
+	}
+}
+
 // Stop stops taking requests, waits for those in progress to be answered
 // (or to time out), and returns. It does not stop the Manager.
 func (s *Service) Stop() error {
@@ -304,6 +360,9 @@ func (s *Service) Stop() error {
 		}
 		if s.toMe != nil {
 			errs = append(errs, s.toMe.Drain())
+		}
+		if s.pings != nil {
+			errs = append(errs, s.pings.Drain())
 		}
 		if s.svc != nil {
 			errs = append(errs, s.svc.Stop())
@@ -360,8 +419,7 @@ func (s *Service) forwarded(m *nats.Msg) {
 	root := forwardRoot + "." + s.cfg.Prefix + "." + s.cfg.Ownership.AgentID
 	tokens := strings.Split(strings.TrimPrefix(m.Subject, root+"."), ".")
 	if len(tokens) == 2 && tokens[0] == pingOp {
-		_ = m.Respond(nil)
-		return
+		return // s.pings answers
 	}
 	if len(tokens) != 2 || !slices.Contains(protocol.Operations, tokens[0]) {
 		// An agent of another version, say: tell it rather than leave it

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -247,6 +248,48 @@ func TestADeadOwnersNamespaceIsTakenOverOnlyWhenItsOwnershipExpires(t *testing.T
 	// duration from when b first saw it, so h1 is not cut short.
 	if err := n.ClaimContext(ctx, "l", "h2", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
 		t.Fatalf("claim by another holder after the takeover = %v, want ErrClaimDenied", err)
+	}
+}
+
+// Two agents started at the same moment with one ID both asked before
+// either answered, and both ran: two owners of every namespace.
+func TestTwoAgentsStartedTogetherWithOneIDDoNotBothRun(t *testing.T) {
+	srv := startServer(t)
+	const agents = 4
+	errs := make(chan error, agents)
+	var ready, start sync.WaitGroup
+	ready.Add(agents)
+	start.Add(1)
+	for range agents {
+		nc := connect(t, srv)
+		mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+		go func() {
+			ready.Done()
+			start.Wait()
+			svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Ownership: &agent.Ownership{AgentID: "a"}})
+			if err == nil {
+				t.Cleanup(func() { _ = svc.Stop() })
+			}
+			errs <- err
+		}()
+	}
+	ready.Wait()
+	start.Done()
+	running := 0
+	for range agents {
+		switch err := <-errs; {
+		case err == nil:
+			running++
+		case !strings.Contains(err.Error(), `another agent already runs as "a"`):
+			t.Errorf("agent refused with %v, want an error saying the ID is taken", err)
+		}
+	}
+	if running > 1 {
+		t.Fatalf("%d agents run as \"a\" at once", running)
 	}
 }
 
