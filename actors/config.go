@@ -162,6 +162,10 @@ type hooks struct {
 	loadStarted func(namespace string, full bool)
 	// loaded is called after a namespace actor installs a snapshot.
 	loaded func(namespace string)
+	// sending is called by Manager.send when it has found a namespace's
+	// actor: before it checks that the actor is not retired (checked
+	// false), and after, just before it sends (checked true).
+	sending func(namespace string, checked bool)
 	// passivated is called when the manager stops an idle namespace.
 	passivated func(namespace string)
 	// newStore replaces the natskv.Client of a namespace.

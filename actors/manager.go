@@ -44,8 +44,9 @@ type runtime struct {
 	system *actor.ActorSystem
 	// workers run the namespace actors and their store writes.
 	workers *workers
-	// namespaces maps each namespace with a running actor to its PID, so
-	// that requests go straight to it. Only the manager actor writes it.
+	// namespaces maps each namespace with a running actor to its
+	// *namespaceRef, so that requests go straight to it. Only the manager
+	// actor writes it.
 	namespaces sync.Map
 	// mayWrite, if set, says whether a namespace's actor may still write
 	// to the store (SetWriteGuard).
@@ -172,10 +173,9 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		stopped:  make(chan struct{}),
 		pending:  newPendingCalls(cmp.Or(cfg.hooks.sweepEvery, sweepEvery)),
 	}
-	props := actor.PropsFromProducer(
-		func() actor.Actor { return newManagerActor(rt, m.stopped) },
-		actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, actor.DefaultDecider)),
-	)
+	// The manager actor supervises the namespace actors itself
+	// (managerActor.HandleFailure).
+	props := actor.PropsFromProducer(func() actor.Actor { return newManagerActor(rt, m.stopped) })
 	m.pid, err = system.Root.SpawnNamed(props, "leases")
 	if err != nil {
 		cancel()
@@ -275,12 +275,31 @@ func (m *Manager) send(namespace string, msg any) error {
 		return ErrStopped
 	default:
 	}
-	if pid, ok := m.rt.namespaces.Load(namespace); ok {
-		m.rt.system.Root.Send(pid.(*actor.PID), msg)
-	} else {
-		m.rt.system.Root.Send(m.pid, &toNamespace{namespace: namespace, msg: msg})
+	if ref, ok := m.rt.namespaces.Load(namespace); ok && m.sendDirect(namespace, ref.(*namespaceRef), msg) {
+		return nil
 	}
+	m.rt.system.Root.Send(m.pid, &toNamespace{namespace: namespace, msg: msg})
 	return nil
+}
+
+// sendDirect sends msg straight to a namespace's actor, unless the manager
+// actor has retired it (it is stopping): then it reports false, and the
+// request must go through the manager actor. See namespaceRef.
+func (m *Manager) sendDirect(namespace string, ref *namespaceRef, msg any) bool {
+	hook := m.rt.cfg.hooks.sending
+	if hook != nil {
+		hook(namespace, false)
+	}
+	ref.senders.Add(1)
+	defer ref.senders.Add(-1)
+	if ref.retired.Load() {
+		return false
+	}
+	if hook != nil {
+		hook(namespace, true)
+	}
+	m.rt.system.Root.Send(ref.pid, msg)
+	return true
 }
 
 // await waits for a reply, the caller's context, or Stop.

@@ -64,8 +64,9 @@ type (
 		waiter *waiter
 	}
 	// unloading comes from the manager just before it stops the actor
-	// (Manager.Unload): the calls still pending then may be retried.
-	unloading struct{}
+	// for good (Manager.Unload, or too many failures): the calls still
+	// pending then fail with err, and may be retried.
+	unloading struct{ err error }
 )
 
 // waiter is one WaitUntilExpired call.
@@ -138,6 +139,9 @@ type namespaceShared struct {
 	name         string
 	store        store
 	incarnations uint64
+	// unloading is why the manager will stop the actor for good (the
+	// unloading message): the error its last requests fail with.
+	unloading error
 }
 
 // namespaceActor owns the leases of one namespace: it decides claims from
@@ -148,7 +152,6 @@ type namespaceActor struct {
 	parent      *actor.PID
 	lastActive  time.Time // when the last request arrived
 	passivating bool      // it told the manager it is idle
-	unloading   bool      // the manager told it to stop (Manager.Unload)
 	shared      *namespaceShared
 	name        string
 	store       store
@@ -240,8 +243,8 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		case a.passivating:
 			// Only this namespace stops; a retry starts it again.
 			a.failAll(fmt.Errorf("%w: namespace %q stopped while idle; try again", ErrUnavailable, a.name))
-		case a.unloading:
-			a.failAll(fmt.Errorf("%w: namespace %q is no longer served here; try again", ErrUnavailable, a.name))
+		case a.shared.unloading != nil:
+			a.failAll(a.shared.unloading)
 		default:
 			a.failAll(ErrStopped)
 		}
@@ -277,7 +280,7 @@ func (a *namespaceActor) receive(msg any) {
 	case *cancelWait:
 		delete(a.waiters[m.lease], m.waiter)
 	case *unloading:
-		a.unloading = true
+		a.shared.unloading = m.err
 	default:
 		if !a.ready {
 			a.early = append(a.early, msg)

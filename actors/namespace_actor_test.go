@@ -716,6 +716,56 @@ func TestAnOutcomeFromBeforeARestartDoesNotUndoLaterClaims(t *testing.T) {
 	}
 }
 
+// A namespace actor that panics more than maxRestarts times stops; the
+// requests it has then, the one that crashed it and those in its mailbox,
+// fail with ErrUnavailable (none is lost), and the next starts a new actor.
+func TestActorFailingTooOftenAnswersItsRequestsAndStops(t *testing.T) {
+	crashing, crash := make(chan struct{}), make(chan struct{})
+	var booms atomic.Int32
+	h := newHarness(t, func(cfg *Config) {
+		cfg.hooks.receive = func(_ string, msg any) {
+			if m, ok := msg.(*claimRequest); ok && m.lease == "boom" {
+				if booms.Add(1) == maxRestarts+1 {
+					close(crashing)
+					<-crash
+				}
+				panic("boom")
+			}
+		}
+	})
+	n := h.start("ns")
+	for range maxRestarts {
+		if err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+		}
+	}
+	last := make(chan error, 1)
+	go func() { last <- n.ClaimContext(h.ctx(), "boom", "h", time.Minute) }()
+	<-crashing
+	// Queued behind the last crash: ClaimFunc returns once it is in the
+	// mailbox. Its deadline is far: only the actor may answer it.
+	queued := make(chan error, 1)
+	n.ClaimFunc(time.Now().Add(time.Hour), "l", "h", time.Minute, func(err error) { queued <- err })
+	close(crash)
+	for _, c := range []struct {
+		name string
+		ch   <-chan error
+	}{{"queued claim", queued}, {"crashing claim", last}} {
+		select {
+		case err := <-c.ch:
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("%s = %v, want ErrUnavailable", c.name, err)
+			}
+		case <-time.After(patience):
+			t.Fatalf("%s never answered", c.name)
+		}
+	}
+	if h.m.Serving("ns") {
+		t.Fatal("ns still served after too many failures")
+	}
+	h.claim(n, "l", "h", time.Minute)
+}
+
 func TestStopFailsPendingCalls(t *testing.T) {
 	var registered <-chan string
 	var entered <-chan struct{}

@@ -3,6 +3,7 @@ package actors
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -107,5 +108,84 @@ func TestUnloadedNamespaceStartsAgainFromTheStore(t *testing.T) {
 	h.mustHold(n, "l", "h")
 	if err := h.m.Unload(h.ctx(), "nothing-here"); err != nil {
 		t.Fatalf("Unload of a namespace with no actor: %v", err)
+	}
+}
+
+// unloadRace pauses one Manager.send, once armed, at the stage given (see
+// hooks.sending), and holds the old actor of an unloaded namespace before
+// it can take its PoisonPill (on the unloading message), so that a request
+// sent meanwhile can only land in its mailbox behind it or not at all.
+type unloadRace struct {
+	armed          atomic.Bool
+	paused, resume chan struct{}
+	unloadingGate  chan struct{}
+}
+
+func newUnloadRace(cfg *Config, checked bool) *unloadRace {
+	r := &unloadRace{paused: make(chan struct{}), resume: make(chan struct{}), unloadingGate: make(chan struct{})}
+	cfg.hooks.sending = func(_ string, c bool) {
+		if c == checked && r.armed.CompareAndSwap(true, false) {
+			close(r.paused)
+			<-r.resume
+		}
+	}
+	cfg.hooks.receive = func(_ string, msg any) {
+		if _, ok := msg.(*unloading); ok {
+			<-r.unloadingGate
+		}
+	}
+	return r
+}
+
+// claimDuringUnload claims l for h, which holds it, with the claim paused
+// in Manager.send while the namespace is unloaded, and returns its answer.
+func (r *unloadRace) claimDuringUnload(h *harness, n *Namespace) error {
+	h.t.Helper()
+	r.armed.Store(true)
+	answered := make(chan error, 1)
+	go func() { answered <- n.Claim("l", "h", time.Minute) }() // no deadline
+	<-r.paused
+	if err := h.m.Unload(h.ctx(), "ns"); err != nil {
+		h.t.Fatal(err)
+	}
+	close(r.resume)
+	close(r.unloadingGate)
+	select {
+	case err := <-answered:
+		return err
+	case <-time.After(patience):
+		h.t.Fatal("the claim sent while the namespace was unloaded was never answered")
+		return nil
+	}
+}
+
+// A request that Manager.send found the namespace's actor live for, and is
+// sending to it when the namespace is unloaded, is in the old actor's
+// mailbox before the PoisonPill, and answered by it.
+func TestRequestSentToActorBeingUnloadedIsAnswered(t *testing.T) {
+	var r *unloadRace
+	h := newHarness(t, func(cfg *Config) { r = newUnloadRace(cfg, true) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	if err := r.claimDuringUnload(h, n); err != nil {
+		t.Fatalf("extension sent to the old actor = %v", err)
+	}
+	if h.m.Serving("ns") {
+		t.Fatal("a new actor serves ns: the claim did not go to the old one")
+	}
+}
+
+// A request that found the namespace's actor in Manager.send, but finds it
+// retired when about to send, goes through the manager to a new actor.
+func TestRequestFindingActorRetiredGoesToNewActor(t *testing.T) {
+	var r *unloadRace
+	h := newHarness(t, func(cfg *Config) { r = newUnloadRace(cfg, false) })
+	n := h.start("ns")
+	h.claim(n, "l", "h", time.Minute)
+	if err := r.claimDuringUnload(h, n); err != nil {
+		t.Fatalf("claim routed to a new actor = %v", err)
+	}
+	if !h.m.Serving("ns") {
+		t.Fatal("no new actor for ns")
 	}
 }
