@@ -97,7 +97,8 @@ func (e *Election) validate() error {
 // started at t guarantees leadership until t+Duration, so Run's context is
 // cancelled at t+Duration-Margin unless a later claim succeeded. A
 // leader cut off from the agent therefore stops working before any other
-// candidate can win the lease.
+// candidate can win the lease. A claim granted but answered after
+// t+Duration-Margin does not start Run at all: Elect claims again.
 //
 // Elect returns ctx's error when ctx ends, nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
@@ -120,8 +121,14 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 		start := time.Now()
 		err := n.ClaimContext(ctx, e.Lease, e.Holder, e.Duration)
 		switch {
-		case err == nil:
+		case err == nil && time.Now().Before(start.Add(e.Duration-e.Margin)):
 			return n.lead(ctx, &e, start)
+		case err == nil:
+			// Granted, but the answer came too late to act on: the
+			// guarantee, counted from the claim's start, is over or ends
+			// within the margin, and another candidate may hold the lease
+			// already. Claim again: an extension, if it is still ours.
+			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, protocol.ErrInvalidArgument):

@@ -3,10 +3,13 @@ package client_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/client"
@@ -148,6 +151,54 @@ func TestLeaderCutOffStopsBeforeItsGuaranteeRunsOut(t *testing.T) {
 	defer mu.Unlock()
 	if !cancelled.Before(until) {
 		t.Fatalf("work cancelled at %v, not before the guarantee ran out at %v", cancelled, until)
+	}
+}
+
+// slowClaims serves the protocol under prefix "slow" by passing each
+// request on to the agent and holding back each claim's answer by delay:
+// an agent or a network that stalls.
+func slowClaims(t *testing.T, e *testenv.Env, delay time.Duration) {
+	t.Helper()
+	nc := e.Connect(t)
+	_, err := nc.Subscribe("slow.>", func(m *nats.Msg) {
+		go func() {
+			r, err := nc.Request("lease"+strings.TrimPrefix(m.Subject, "slow"), m.Data, 5*time.Second)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(m.Subject, "slow.claim.") {
+				time.Sleep(delay)
+			}
+			_ = m.Respond(r.Data)
+		}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A claim granted, but answered after its guarantee ran out, is not
+// leadership: another candidate may hold the lease by then.
+func TestAClaimAnsweredTooLateDoesNotLead(t *testing.T) {
+	e := realTimeAgent(t)
+	slowClaims(t, e, 1300*time.Millisecond)
+	n := newClient(t, e, client.WithPrefix("slow")).Namespace("ns")
+	var led atomic.Bool
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := n.Elect(ctx, client.Election{
+		Lease: "leader", Holder: "a", Duration: time.Second,
+		Run:       func(context.Context) { led.Store(true) },
+		OnRenewed: func(time.Time) { led.Store(true) },
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Elect = %v, want the context's deadline", err)
+	}
+	if led.Load() {
+		t.Fatal("led on claims answered after their guarantee ran out")
 	}
 }
 
