@@ -293,13 +293,22 @@ func (s *Service) startOwnership() error {
 	return nil
 }
 
-// claimID answers pings on the agent ID, then pings it, and returns an
-// error if another agent answers. Answering before asking means that of
-// two agents started together with one ID, the second to ask hears the
-// first (each answers with a nonce of its own run, to tell its own answer
-// from another's): asking first, as a single request, let both start.
+// claimID returns an error if another agent runs with this agent's ID,
+// and from then on answers pings on it.
+//
+// It asks twice. First with a plain request, as before any answer of its
+// own: an agent that has run for a while answers it, if need be slowly.
+// Then it answers pings on the ID, with a nonce of this run, and asks
+// again: of two agents started together, both asking before either
+// answered, the second to answer hears the first.
 func (s *Service) claimID(id string) error {
 	nc, subject := s.cfg.Conn, forwardSubject(s.cfg.Prefix, id, pingOp, "_")
+	switch _, err := nc.Request(subject, nil, pingTimeout); {
+	case err == nil:
+		return s.idTaken()
+	case !errors.Is(err, nats.ErrNoResponders):
+		return fmt.Errorf("agent: ask whether agent ID %q is taken: %w", id, err)
+	}
 	s.run = nuid.Next()
 	var err error
 	s.pings, err = nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(s.run)) })
@@ -309,29 +318,41 @@ func (s *Service) claimID(id string) error {
 	if err = s.pingID(subject); err != nil {
 		_ = s.pings.Unsubscribe()
 		s.pings = nil
-		return fmt.Errorf("agent: Ownership.AgentID: %w", err)
+		return err
 	}
 	return nil
 }
 
+func (s *Service) idTaken() error {
+	return fmt.Errorf("agent: Ownership.AgentID: another agent already runs as %q on this bucket's NATS; give each agent its own ID", s.cfg.Ownership.AgentID)
+}
+
+// pingTimeout bounds each ping: an agent that has not answered by then is
+// taken for hung, and the new one refuses to start.
+const pingTimeout = 2 * time.Second
+
 // pingAfterOwn is how long, after its own answer, an agent waits for
-// others to answer its ping: they answer as fast, give or take scheduling.
+// others to answer its second ping: agents starting together answer as
+// fast, give or take scheduling.
 const pingAfterOwn = 100 * time.Millisecond
 
-// pingID pings subject and waits for this run's own answer (which shows
-// the ping went through the server), and pingAfterOwn more for others'.
+// pingID pings subject and returns an error if an agent other than this
+// run answers. It waits for this run's own answer (which shows the ping
+// went through the server) and pingAfterOwn more; on a connection with
+// NoEcho its own answer never comes, and the server's "no responders"
+// says nobody else is there.
 func (s *Service) pingID(subject string) error {
 	nc := s.cfg.Conn
 	inbox := nc.NewRespInbox()
 	answers, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return err
+		return fmt.Errorf("agent: ping %s: %w", subject, err)
 	}
 	defer func() { _ = answers.Unsubscribe() }()
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		return err
+		return fmt.Errorf("agent: ping %s: %w", subject, err)
 	}
-	deadline, heardOwn := time.Now().Add(s.cfg.RequestTimeout), false
+	deadline, heardOwn := time.Now().Add(pingTimeout), false
 	for {
 		wait := time.Until(deadline)
 		if heardOwn {
@@ -339,12 +360,12 @@ func (s *Service) pingID(subject string) error {
 		}
 		m, err := answers.NextMsg(wait)
 		switch {
-		case errors.Is(err, nats.ErrTimeout) && heardOwn:
+		case errors.Is(err, nats.ErrTimeout) && heardOwn, errors.Is(err, nats.ErrNoResponders):
 			return nil
 		case err != nil:
-			return fmt.Errorf("ping %s: %w", subject, err)
+			return fmt.Errorf("agent: ping %s: %w", subject, err)
 		case string(m.Data) != s.run:
-			return fmt.Errorf("another agent already runs as %q on this bucket's NATS; give each agent its own ID", s.cfg.Ownership.AgentID)
+			return s.idTaken()
 		}
 		heardOwn = true
 	}

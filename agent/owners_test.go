@@ -262,19 +262,10 @@ func TestTwoAgentsStartedTogetherWithOneIDDoNotBothRun(t *testing.T) {
 	start.Add(1)
 	for range agents {
 		nc := connect(t, srv)
-		mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
 		go func() {
 			ready.Done()
 			start.Wait()
-			svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Ownership: &agent.Ownership{AgentID: "a"}})
-			if err == nil {
-				t.Cleanup(func() { _ = svc.Stop() })
-			}
-			errs <- err
+			errs <- startAlone(t, nc, "a")
 		}()
 	}
 	ready.Wait()
@@ -290,6 +281,55 @@ func TestTwoAgentsStartedTogetherWithOneIDDoNotBothRun(t *testing.T) {
 	}
 	if running > 1 {
 		t.Fatalf("%d agents run as \"a\" at once", running)
+	}
+}
+
+// startAlone starts an agent with ownership on nc, with its own Manager.
+func startAlone(t *testing.T, nc *nats.Conn, id string) error {
+	t.Helper()
+	mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Ownership: &agent.Ownership{AgentID: id}})
+	if err == nil {
+		t.Cleanup(func() { _ = svc.Stop() })
+	}
+	return err
+}
+
+// An agent that has run for a while may answer a ping slowly (a loaded
+// machine, a distant server): it still holds its ID.
+func TestAnAgentSlowToAnswerStillHoldsItsID(t *testing.T) {
+	srv := startServer(t)
+	running := connect(t, srv)
+	if _, err := running.Subscribe("_leaseagent.lease.a.ping._", func(m *nats.Msg) {
+		time.Sleep(300 * time.Millisecond) // the answer is slow, not lost
+		_ = m.Respond(nil)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := running.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err := startAlone(t, connect(t, srv), "a")
+	if err == nil || !strings.Contains(err.Error(), `another agent already runs as "a"`) {
+		t.Fatalf("agent with the ID of one that answers in 300ms: %v, want an error saying the ID is taken", err)
+	}
+}
+
+// On a connection with NoEcho an agent never hears its own answer to a
+// ping; alone, it starts.
+func TestAnAgentAloneOnANoEchoConnectionStarts(t *testing.T) {
+	srv := startServer(t)
+	nc, err := nats.Connect(srv.ClientURL(), nats.NoEcho())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if err := startAlone(t, nc, "solo"); err != nil {
+		t.Fatalf("agent alone on a NoEcho connection: %v", err)
 	}
 }
 
