@@ -98,7 +98,8 @@ func (e *Election) validate() error {
 // cancelled at t+Duration-Margin unless a later claim succeeded. A
 // leader cut off from the agent therefore stops working before any other
 // candidate can win the lease. A claim granted but answered after
-// t+Duration-Margin does not start Run at all: Elect claims again.
+// t+Duration-Margin does not start Run at all: Elect releases the lease
+// and tries again later, as after a denial.
 //
 // Elect returns ctx's error when ctx ends, nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
@@ -127,8 +128,11 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 			// Granted, but the answer came too late to act on: the
 			// guarantee, counted from the claim's start, is over or ends
 			// within the margin, and another candidate may hold the lease
-			// already. Claim again: an extension, if it is still ours.
-			continue
+			// already. Give it back, so that a candidate whose answers
+			// come in time can lead, and try again later.
+			rctx, cancel := context.WithTimeout(ctx, n.c.opts.requestTimeout)
+			_ = n.Release(rctx, e.Lease, e.Holder)
+			cancel()
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.Is(err, protocol.ErrInvalidArgument):

@@ -202,6 +202,39 @@ func TestAClaimAnsweredTooLateDoesNotLead(t *testing.T) {
 	}
 }
 
+// A candidate whose claims are granted but always answered too late must
+// not keep the lease from one whose answers come in time.
+func TestACandidateAnsweredTooLateLetsAnotherLead(t *testing.T) {
+	e := realTimeAgent(t)
+	slowClaims(t, e, 950*time.Millisecond) // late for Duration 1s less Margin 100ms
+	slow := newClient(t, e, client.WithPrefix("slow")).Namespace("ns")
+	fast := newClient(t, e).Namespace("ns")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	claimedBySlow := make(chan struct{})
+	var once sync.Once
+	sub, err := e.Connect(t).Subscribe("lease.claimed.ns.leader", func(*nats.Msg) { once.Do(func() { close(claimedBySlow) }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	go func() {
+		_ = slow.Elect(ctx, client.Election{Lease: "leader", Holder: "slow", Duration: time.Second, Margin: 100 * time.Millisecond,
+			Run: func(c context.Context) { <-c.Done() }})
+	}()
+	<-claimedBySlow // the slow candidate holds the lease first
+	led := make(chan struct{})
+	go func() {
+		_ = fast.Elect(ctx, client.Election{Lease: "leader", Holder: "fast", Duration: time.Second,
+			Run: func(c context.Context) { close(led); <-c.Done() }})
+	}()
+	select {
+	case <-led:
+	case <-ctx.Done():
+		t.Fatal("the candidate answered in time never led: the late one kept the lease")
+	}
+}
+
 func TestDeniedRenewalStopsTheLeader(t *testing.T) {
 	e := realTimeAgent(t)
 	n := newClient(t, e).Namespace("ns")
