@@ -24,6 +24,9 @@
 //   - Persistence across restarts. State lives only in [Config.DataDir].
 //     Starting a new server on the same directory after Shutdown recovers the
 //     streams, key-value buckets and messages stored there.
+//   - One server per data directory. A running server holds a lock on its
+//     directory (flock, on Unix; dropped when its process dies), and [Start]
+//     on a directory another server holds fails, naming it.
 //   - Errors name the cause. A port that is already taken is reported as
 //     "embedded: listen on HOST:PORT: ..." and wraps the system error
 //     (errors.Is(err, syscall.EADDRINUSE) holds on Linux); a data directory that cannot

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -146,9 +147,10 @@ func (c Config) withDefaults() Config {
 // [Start] and stop it with [Server.Shutdown].
 type Server struct {
 	ns   *server.Server
-	cfg  Config // with defaults applied and DataDir made absolute
-	addr string // bound host:port; "" with DontListen
-	url  string // nats://host:port; "" with DontListen
+	lock io.Closer // held on DataDir while the server runs
+	cfg  Config    // with defaults applied and DataDir made absolute
+	addr string    // bound host:port; "" with DontListen
+	url  string    // nats://host:port; "" with DontListen
 
 	clusterAddr string // route listener's bound host:port; "" if standalone
 	clusterURL  string // nats-route://host:port; "" if standalone
@@ -157,7 +159,7 @@ type Server struct {
 // Start validates cfg, prepares cfg.DataDir, starts the server and waits up
 // to cfg.ReadyTimeout until it accepts connections. On error nothing is
 // left running.
-func Start(cfg Config) (*Server, error) {
+func Start(cfg Config) (_ *Server, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -168,6 +170,17 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.DataDir = dir
+	// Two servers writing one store would each acknowledge writes the
+	// other overwrites: one store, one server.
+	lock, err := lockDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = lock.Close()
+		}
+	}()
 
 	hostPort := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	if !cfg.DontListen && cfg.Port > 0 {
@@ -230,7 +243,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("embedded: nats-server not ready for connections after %s", cfg.ReadyTimeout)
 	}
 
-	s := &Server{ns: ns, cfg: cfg}
+	s := &Server{ns: ns, cfg: cfg, lock: lock}
 	if !cfg.DontListen {
 		tcp, ok := ns.Addr().(*net.TCPAddr)
 		if !ok {
@@ -317,6 +330,7 @@ func (s *Server) Shutdown() {
 	}
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	_ = s.lock.Close()
 }
 
 // prepareDataDir makes dir absolute, creates it and checks it is writable.

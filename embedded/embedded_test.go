@@ -206,6 +206,22 @@ func TestDataSurvivesRestart(t *testing.T) {
 	}
 }
 
+func TestADataDirServesOneServerAtATime(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	first := startServer(t, cfg)
+	s, err := Start(cfg)
+	if err == nil {
+		s.Shutdown()
+		t.Fatal("a second server started on a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "in use by another running server") || !strings.Contains(err.Error(), cfg.DataDir) {
+		t.Errorf("error %q does not say the data dir %s is in use", err, cfg.DataDir)
+	}
+	first.Shutdown()
+	startServer(t, cfg) // free again
+}
+
 func TestPortInUse(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
