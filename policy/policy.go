@@ -85,13 +85,14 @@ func (p *Pattern) UnmarshalText(text []byte) error {
 	if expr == "" {
 		return errors.New("empty regular expression: it matches no name; leave the pattern out to allow any name")
 	}
+	// The expression must stand on its own: one with unbalanced
+	// parentheses, such as "a)|(.*", compiles once wrapped in our anchors
+	// and then matches any name.
+	if _, err := regexp.Compile(expr); err != nil {
+		return fmt.Errorf("bad regular expression %q: %w", expr, err)
+	}
 	re, err := regexp.Compile(`^(?:` + expr + `)$`)
 	if err != nil {
-		// Compile the expression alone for an error that quotes what was
-		// written, not our anchors.
-		if _, err2 := regexp.Compile(expr); err2 != nil {
-			err = err2
-		}
 		return fmt.Errorf("bad regular expression %q: %w", expr, err)
 	}
 	p.expr, p.re = expr, re

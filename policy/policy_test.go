@@ -23,6 +23,8 @@ func TestParseErrorsNameTheProblem(t *testing.T) {
 			[]string{"line 2", "namespaces.x.lease_pattern", "bad regular expression", "missing closing ]"}},
 		{"bad holder pattern", "\n\n[namespaces.x]\nholder_pattern = 'a{2,1}'\n",
 			[]string{"line 4", "namespaces.x.holder_pattern", "invalid repeat count"}},
+		{"pattern that escapes its anchors", "[namespaces.x]\nlease_pattern = 'app-[0-9]+)|(.*'\n",
+			[]string{"line 2", "namespaces.x.lease_pattern", "bad regular expression", "unexpected )"}},
 		{"empty pattern", "[namespaces.x]\nholder_pattern = ''\n",
 			[]string{"line 2", "namespaces.x.holder_pattern", "empty regular expression"}},
 		{"pattern not a string", "[namespaces.x]\nlease_pattern = 5\n",
