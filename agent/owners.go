@@ -24,6 +24,10 @@ const OwnersNamespace = "_owners"
 // Defaults of Ownership.
 const (
 	DefaultOwnershipDuration = 10 * time.Second
+	// MinOwnershipDuration is the shortest Ownership.Duration: an owner
+	// renews every third of it, and each renewal is a store write that
+	// must land well within that (several milliseconds on a cluster).
+	MinOwnershipDuration = 100 * time.Millisecond
 	// DefaultClockDriftRate is the margin for clock rates: an owner stops
 	// serving at 99% of its ownership's duration, others take over at 101%.
 	DefaultClockDriftRate = 0.01
@@ -71,6 +75,8 @@ func (o Ownership) Validate() error {
 		return fmt.Errorf("agent: Ownership.AgentID: %q is not 1-64 letters, digits, '-' or '_'", o.AgentID)
 	case o.Duration < 0:
 		return fmt.Errorf("agent: Ownership.Duration: %v is negative", o.Duration)
+	case o.Duration > 0 && o.Duration < MinOwnershipDuration:
+		return fmt.Errorf("agent: Ownership.Duration: %v is below the minimum %v: renewals every third of it must reach the store in time", o.Duration, MinOwnershipDuration)
 	case o.Renew < 0:
 		return fmt.Errorf("agent: Ownership.Renew: %v is negative", o.Renew)
 	case o.Renew > 0 && 2*o.Renew >= d:

@@ -352,6 +352,7 @@ func TestOwnershipConfigNamesTheBadField(t *testing.T) {
 		{"empty agent ID", agent.Ownership{}, "AgentID"},
 		{"agent ID with a dot", agent.Ownership{AgentID: "host.example"}, "AgentID"},
 		{"negative duration", agent.Ownership{AgentID: "a", Duration: -time.Second}, "Duration"},
+		{"duration below the minimum", agent.Ownership{AgentID: "a", Duration: time.Millisecond}, "below the minimum"},
 		{"renew too slow", agent.Ownership{AgentID: "a", Duration: 10 * time.Second, Renew: 5 * time.Second}, "Renew"},
 		{"drift too large", agent.Ownership{AgentID: "a", ClockDriftRate: 0.5}, "ClockDriftRate"},
 	}
