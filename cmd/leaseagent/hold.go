@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,8 +38,15 @@ func newHoldCommand(a *app) *cobra.Command {
 			if err != nil || d <= 0 {
 				return usagef(cmd, "bad DURATION %q: want a positive Go duration such as 30s", args[3])
 			}
+			// It waits for the lease until interrupted, unless --timeout
+			// is given; the command, once started, runs for as long as it
+			// takes either way.
+			var within time.Duration
+			if cmd.Flags().Changed("timeout") {
+				within = a.timeout
+			}
 			return a.withNamespace(cmd, args[0], false, func(ctx context.Context, ns *client.Namespace) error {
-				return hold(ctx, ns, args[1], args[2], d, args[4:])
+				return hold(ctx, ns, args[1], args[2], d, within, args[4:])
 			})
 		},
 	}
@@ -51,21 +59,47 @@ type commandExit struct{ code int }
 func (e *commandExit) Error() string { return fmt.Sprintf("command exited with status %d", e.code) }
 
 // hold runs argv while holder holds the lease, as newHoldCommand describes.
-func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d time.Duration, argv []string) error {
+// With within positive, it gives up if it has not got the lease by then.
+func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d, within time.Duration, argv []string) error {
 	margin := d / 5
 	var (
 		status  = -1
 		runErr  error
+		mu      sync.Mutex // over started and gaveUp
 		started bool
+		gaveUp  bool
 	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if within > 0 {
+		t := time.AfterFunc(within, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !started {
+				gaveUp = true
+				cancel()
+			}
+		})
+		defer t.Stop()
+	}
 	err := ns.Elect(ctx, client.Election{
 		Lease: leaseName, Holder: holder, Duration: d, Margin: margin, Release: true,
 		Run: func(work context.Context) {
+			mu.Lock()
+			if gaveUp {
+				mu.Unlock()
+				return
+			}
 			started = true
+			mu.Unlock()
 			status, runErr = runCommand(work, argv, margin/2)
 		},
 	})
+	mu.Lock()
+	defer mu.Unlock()
 	switch {
+	case gaveUp:
+		return notAcquired(ns, leaseName, holder, within)
 	case !started:
 		return err
 	case runErr != nil:
@@ -114,4 +148,17 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 		return exit.ExitCode(), nil
 	}
 	return -1, err
+}
+
+// notAcquired is hold's error when it did not get the lease within
+// --timeout: denied (exit 1) if the agent answers that someone else holds
+// it, unavailable (exit 3) if no agent answers.
+func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	err := ns.Token(leaseName, holder).(*client.Token).CheckContext(ctx, nil)
+	if err == nil || errors.Is(err, lease.ErrNotHeld) {
+		err = lease.ErrClaimDenied
+	}
+	return fmt.Errorf("hold %s/%s for %s: not acquired within --timeout %v: %w", ns.Name(), leaseName, holder, within, err)
 }

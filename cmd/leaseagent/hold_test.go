@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/leaseagent/lease/embedded"
 )
 
 // hold runs its command while holding the lease; a second hold on the same
@@ -55,6 +57,37 @@ func TestHoldRunsCommandsOneAtATime(t *testing.T) {
 	}
 	if out, _ := mustCLI(t, d.url, 0, "leases", "ns"); strings.Contains(out, "job") {
 		t.Fatalf("lease still held after both holds exited:\n%s", out)
+	}
+}
+
+// With --timeout, hold gives up waiting for the lease: denied while
+// another holds it, unavailable while no agent answers.
+func TestHoldGivesUpAfterTimeout(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	mustCLI(t, d.url, 0, "claim", "ns", "job", "other", "1m")
+	bare, err := embedded.Start(embedded.Config{Port: embedded.RandomPort, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bare.Shutdown)
+	noAgent := bare.ClientURL()
+	for _, tc := range []struct {
+		name, url string
+		want      int
+	}{
+		{"lease held by another", d.url, exitNotHeld},
+		{"no agent", noAgent, exitUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, stderr, code := cli(t, tc.url, "hold", "ns", "job", "a", "3s", "--timeout", "1s", "--", "echo", "ran")
+			if code != tc.want || !strings.Contains(stderr, "not acquired within --timeout 1s") {
+				t.Fatalf("hold with --timeout 1s: exit %d, stderr %q; want exit %d saying it was not acquired", code, stderr, tc.want)
+			}
+			if took := time.Since(start); took > 10*time.Second {
+				t.Fatalf("hold with --timeout 1s took %v", took)
+			}
+		})
 	}
 }
 

@@ -473,7 +473,7 @@ func (a *app) addGlobalFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.tlsCert, "tls-cert", "", "client certificate `file` (with --tls-key)")
 	fs.StringVar(&a.tlsKey, "tls-key", "", "client certificate's key `file` (with --tls-cert)")
 	fs.StringVar(&a.prefix, "prefix", protocol.DefaultPrefix, "subject prefix of the lease protocol")
-	fs.DurationVar(&a.timeout, "timeout", defaultTimeout, "how long to wait for the agent (serve: for the store at startup; wait and watch: no limit unless given)")
+	fs.DurationVar(&a.timeout, "timeout", defaultTimeout, "how long to wait for the agent (serve: for the store at startup; wait and watch: no limit unless given; hold: for the lease, no limit unless given)")
 	a.logLevel = logLevel(slog.LevelInfo)
 	fs.Var(&a.logLevel, "log-level", "log `level` on stderr: debug, info, warn or error")
 	fs.StringVar(&a.logFormat, "log-format", "text", "log `format` on stderr: text or json")
