@@ -303,7 +303,7 @@ func (b *Bucket) StreamInfo(ctx context.Context) (*jetstream.StreamInfo, error) 
 // it expires while its namespace has an owner. Keys that are not lease keys
 // (anything other than namespace.lease in the escaped form) are skipped.
 func (b *Bucket) CountHeld(ctx context.Context) (map[string]int, error) {
-	entries, err := b.load(ctx, ">", jetstream.MetaOnly())
+	entries, err := b.load(ctx, ">", 0, jetstream.MetaOnly())
 	if err != nil {
 		return nil, err
 	}
@@ -427,8 +427,67 @@ func (b *Bucket) lastRevision(ctx context.Context) (uint64, error) {
 
 // load reads the latest state of every key that matches filter, in one pass
 // over the bucket: deleted keys are included, as their delete markers;
-// opts are more options of the watch it reads with.
-func (b *Bucket) load(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]entry, error) {
+// opts are more options of the watch it reads with, which reads the writes
+// after revision since (0: every key's latest).
+//
+// The watch reads through a consumer, and nats-server places a consumer
+// on any replica of a replicated bucket, including one that lags behind
+// the stream leader (a node just restarted): measured here, a full load
+// then missed held leases. So load first asks the leader for the latest
+// revision under filter, and refuses a read that did not get that far,
+// trying again loadAttempts times.
+func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...jetstream.WatchOpt) ([]entry, error) {
+	backoff := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		floor, err := b.latestUnder(ctx, filter)
+		if err != nil {
+			return nil, err
+		}
+		entries, err := b.watchAll(ctx, filter, opts...)
+		if err != nil {
+			return nil, err
+		}
+		got := since
+		for _, e := range entries {
+			got = max(got, e.revision)
+		}
+		if got >= floor {
+			return entries, nil
+		}
+		if attempt == loadAttempts {
+			return nil, fmt.Errorf("natskv: load %s: read up to revision %d, but the stream leader has %d: a replica that lags served the read", filter, got, floor)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("natskv: load %s: %w", filter, ctx.Err())
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// loadAttempts bounds the reads load makes before it gives up on a
+// lagging replica: about a second of backoff in all.
+const loadAttempts = 7
+
+// latestUnder returns the revision of the latest write to a key that
+// matches filter (0 if there is none), read from the stream leader.
+func (b *Bucket) latestUnder(ctx context.Context, filter string) (uint64, error) {
+	msg, err := b.stream.GetLastMsgForSubject(ctx, b.prefix+filter)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("natskv: read the latest revision of %s: %w", filter, err)
+	}
+	return msg.Sequence, nil
+}
+
+// watchAll reads what a watch of filter delivers before it says every
+// key's latest value has been delivered.
+func (b *Bucket) watchAll(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]entry, error) {
 	w, err := b.kv.Watch(ctx, filter, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natskv: watch %s: %w", filter, err)

@@ -354,7 +354,7 @@ func (c *Client) Load(ctx context.Context) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	entries, err := c.bucket.load(ctx, c.prefix+"*")
+	entries, err := c.bucket.load(ctx, c.prefix+"*", 0)
 	if err != nil {
 		return nil, err
 	}
@@ -378,7 +378,7 @@ func (c *Client) Seen() uint64 { return c.seen }
 // stream without a marker (a purge of the whole stream by an operator); a
 // full Load does. Like Load, it may run on any goroutine.
 func (c *Client) LoadChanges(ctx context.Context, since uint64) (*Snapshot, error) {
-	entries, err := c.bucket.load(ctx, c.prefix+"*", jetstream.IncludeHistory(), jetstream.ResumeFromRevision(since+1))
+	entries, err := c.bucket.load(ctx, c.prefix+"*", since, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(since+1))
 	if err != nil {
 		return nil, err
 	}
