@@ -86,7 +86,10 @@
 // Refresh loads a namespace with one watch over its keys. Single-key reads,
 // made after a lost race, go to the stream leader: OpenBucket turns off
 // direct get on the bucket's stream, because followers of a replicated
-// stream answer direct gets from state that may be stale.
+// stream answer direct gets from state that may be stale. A watch's
+// consumer may be placed on such a follower too, so every load first asks
+// the leader for the namespace's latest revision and is read again (a few
+// times, then fails) until it reaches it.
 //
 // # Limits
 //
