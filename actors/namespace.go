@@ -243,6 +243,11 @@ func errorOf(err error) error { return err }
 
 // checkNamespace, checkLease and checkHolder check a name, then what
 // Config.Policy says of it.
+// Refused returns why the Manager refuses every request for this
+// namespace (its name is invalid, or Config.Policy does not allow it), or
+// nil. It starts nothing and reads nothing.
+func (n *Namespace) Refused() error { return n.checkNamespace() }
+
 func (n *Namespace) checkNamespace() error {
 	if err := checkName("namespace", n.name); err != nil {
 		return err

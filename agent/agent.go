@@ -482,6 +482,11 @@ func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 		return
 	}
 	req.namespace = ns
+	// A namespace the Manager refuses outright gets no ownership write.
+	if err := s.cfg.Manager.Namespace(ns).Refused(); err != nil {
+		s.reply(op, m.Reply, req, 0, failure(op, err), start)
+		return
+	}
 	answer := s.answerers[op]
 	if answer != nil {
 		if tenure, ok := s.ownedNow(ns); ok {

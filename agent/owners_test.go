@@ -23,6 +23,7 @@ import (
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/policy"
 	"github.com/leaseagent/lease/protocol"
 )
 
@@ -330,6 +331,40 @@ func TestAnAgentAloneOnANoEchoConnectionStarts(t *testing.T) {
 	t.Cleanup(nc.Close)
 	if err := startAlone(t, nc, "solo"); err != nil {
 		t.Fatalf("agent alone on a NoEcho connection: %v", err)
+	}
+}
+
+// A request for a namespace the policy refuses changes nothing: not even
+// an ownership lease is written for it.
+func TestARefusedNamespaceIsNotOwned(t *testing.T) {
+	srv := startServer(t)
+	nc := connect(t, srv)
+	mgr, err := actors.New(context.Background(), actors.Config{
+		Conn: nc, Logger: slog.New(slog.DiscardHandler), Policy: &policy.Policy{DenyUnknown: true},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Ownership: &agent.Ownership{AgentID: "a", Duration: ownershipDuration}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := newNamespace(t, srv, "junk").ClaimContext(ctx, "l", "h", time.Minute); !errors.Is(err, protocol.ErrInvalidArgument) {
+		t.Fatalf("claim in a namespace the policy refuses = %v, want ErrInvalidArgument", err)
+	}
+	owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owners.RefreshContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, held := owners.Lease("junk"); held {
+		t.Fatalf("a refused namespace got an ownership lease: held by %q", info.Holder)
 	}
 }
 
