@@ -19,16 +19,7 @@ import (
 // 1%) with no run loop, so nothing renews, its Manager and their clock.
 func newIdleOwners(t *testing.T) (*owners, *actors.Manager, *clocktest.Fake) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectFresh(t)
 	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mgr, err := actors.New(context.Background(), actors.Config{Conn: nc, Clock: clk, MaxSleep: time.Hour, Logger: log})
@@ -97,4 +88,21 @@ func TestAnOwnerThatCannotRenewStopsWritingInTime(t *testing.T) {
 	if err := n.ClaimContext(ctx, "l2", "h", time.Hour); !errors.Is(err, actors.ErrUnavailable) {
 		t.Fatalf("claim after the ownership lapsed = %v, want ErrUnavailable", err)
 	}
+}
+
+// connectFresh starts an embedded NATS server for the test and connects
+// to it over TCP; both end with the test.
+func connectFresh(t *testing.T) *nats.Conn {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

@@ -6,9 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/messages"
 	"github.com/leaseagent/lease/protocol"
 )
@@ -16,16 +13,7 @@ import (
 // A reply that cannot be encoded (a string field that is not UTF-8) is
 // replaced by CODE_INTERNAL rather than dropped, in both encodings.
 func TestAnUnencodableReplyBecomesAnInternalError(t *testing.T) {
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := connectFresh(t)
 	s := &Service{cfg: Config{Conn: nc, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	for _, json := range []bool{false, true} {
 		sub, err := nc.SubscribeSync(nc.NewInbox())

@@ -88,15 +88,7 @@ func TestAnOutcomeAlreadyReadIsApplied(t *testing.T) {
 // extension is written (and finds the lease gone), not answered from the
 // cache.
 func TestAnExtensionAfterALostOutcomeIsWritten(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		extend func(c *natskv.Client) error
-	}{
-		{"ExtendLease", func(c *natskv.Client) error { return c.ExtendLease("l", req("a", time.Second)) }},
-		{"PrepareLocalExtend", func(c *natskv.Client) error {
-			return applyPrepared(c)(c.PrepareLocalExtend("l", req("a", time.Minute)))
-		}},
-	} {
+	for _, tc := range extensions("a") {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			c := s.client(t, "ns", newClock())
@@ -125,15 +117,7 @@ func TestAnExtensionAfterALostOutcomeIsWritten(t *testing.T) {
 // memory or skipped, so that the revision moves and a late write of that
 // writer (an old owner) fails.
 func TestAnExtensionOfAnObservedRecordIsWritten(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		extend func(c *natskv.Client) error
-	}{
-		{"ExtendLease", func(c *natskv.Client) error { return c.ExtendLease("l", req("x", time.Second)) }},
-		{"PrepareLocalExtend", func(c *natskv.Client) error {
-			return applyPrepared(c)(c.PrepareLocalExtend("l", req("x", time.Minute)))
-		}},
-	} {
+	for _, tc := range extensions("x") {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			clock := newClock()
@@ -160,6 +144,24 @@ func TestAnExtensionOfAnObservedRecordIsWritten(t *testing.T) {
 			late.Run(context.Background())
 			mustBeInvalid(t, old.Apply(late))
 		})
+	}
+}
+
+// extension is one way to extend lease "l" for a holder.
+type extension struct {
+	name   string
+	extend func(c *natskv.Client) error
+}
+
+// extensions are the ways an extension that would not move the expiry
+// later can be answered without a write: ExtendLease for less time than
+// is left, and PrepareLocalExtend for the record's duration.
+func extensions(holder string) []extension {
+	return []extension{
+		{"ExtendLease", func(c *natskv.Client) error { return c.ExtendLease("l", req(holder, time.Second)) }},
+		{"PrepareLocalExtend", func(c *natskv.Client) error {
+			return applyPrepared(c)(c.PrepareLocalExtend("l", req(holder, time.Minute)))
+		}},
 	}
 }
 
