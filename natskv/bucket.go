@@ -435,13 +435,20 @@ func (b *Bucket) lastRevision(ctx context.Context) (uint64, error) {
 // the stream leader (a node just restarted): measured here, a full load
 // then missed held leases. So load first asks the leader for the latest
 // revision under filter, and refuses a read that did not get that far,
-// trying again loadAttempts times.
+// trying again loadAttempts times. (The leader finds that revision by
+// walking the filter's keys; a read of the changes since a revision,
+// which costs only as much as there were changes, skips it where there is
+// no other replica to lag, as on a single server.)
 func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...jetstream.WatchOpt) ([]entry, error) {
+	check := since == 0 || b.stream.CachedInfo().Config.Replicas > 1
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		floor, err := b.latestUnder(ctx, filter)
-		if err != nil {
-			return nil, err
+		var floor uint64
+		if check {
+			var err error
+			if floor, err = b.latestUnder(ctx, filter); err != nil {
+				return nil, err
+			}
 		}
 		entries, err := b.watchAll(ctx, filter, opts...)
 		if err != nil {
