@@ -306,6 +306,10 @@ func (s *Service) claimID(id string) error {
 	switch _, err := nc.Request(subject, nil, pingTimeout); {
 	case err == nil:
 		return s.idTaken()
+	case errors.Is(err, nats.ErrTimeout):
+		// Something listens without answering (an operator's
+		// 'nats sub >', a dead connection the server has not dropped
+		// yet): not an agent, which answers at once.
 	case !errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("agent: ask whether agent ID %q is taken: %w", id, err)
 	}
@@ -327,8 +331,7 @@ func (s *Service) idTaken() error {
 	return fmt.Errorf("agent: Ownership.AgentID: another agent already runs as %q on this bucket's NATS; give each agent its own ID", s.cfg.Ownership.AgentID)
 }
 
-// pingTimeout bounds each ping: an agent that has not answered by then is
-// taken for hung, and the new one refuses to start.
+// pingTimeout bounds each ping: a running agent answers well within it.
 const pingTimeout = 2 * time.Second
 
 // pingAfterOwn is how long, after its own answer, an agent waits for
@@ -339,8 +342,8 @@ const pingAfterOwn = 100 * time.Millisecond
 // pingID pings subject and returns an error if an agent other than this
 // run answers. It waits for this run's own answer (which shows the ping
 // went through the server) and pingAfterOwn more; on a connection with
-// NoEcho its own answer never comes, and the server's "no responders"
-// says nobody else is there.
+// NoEcho its own answer never comes, and the server's "no responders", or
+// pingTimeout, says nobody else is there.
 func (s *Service) pingID(subject string) error {
 	nc := s.cfg.Conn
 	inbox := nc.NewRespInbox()
@@ -360,8 +363,8 @@ func (s *Service) pingID(subject string) error {
 		}
 		m, err := answers.NextMsg(wait)
 		switch {
-		case errors.Is(err, nats.ErrTimeout) && heardOwn, errors.Is(err, nats.ErrNoResponders):
-			return nil
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
+			return nil // no other agent answered
 		case err != nil:
 			return fmt.Errorf("agent: ping %s: %w", subject, err)
 		case string(m.Data) != s.run:

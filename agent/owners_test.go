@@ -320,6 +320,32 @@ func TestAnAgentSlowToAnswerStillHoldsItsID(t *testing.T) {
 	}
 }
 
+// A subscriber that hears pings but never answers (an operator's
+// 'nats sub >') is not an agent: an agent alone still starts.
+func TestASilentListenerDoesNotKeepAnAgentFromStarting(t *testing.T) {
+	srv := startServer(t)
+	tap := connect(t, srv)
+	if _, err := tap.Subscribe(">", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	noEcho, err := nats.Connect(srv.ClientURL(), nats.NoEcho())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(noEcho.Close)
+	for _, c := range []struct {
+		name string
+		nc   *nats.Conn
+	}{{"echo", connect(t, srv)}, {"no echo", noEcho}} {
+		if err := startAlone(t, c.nc, "solo-"+strings.ReplaceAll(c.name, " ", "-")); err != nil {
+			t.Fatalf("agent alone beside a silent listener (%s): %v", c.name, err)
+		}
+	}
+}
+
 // On a connection with NoEcho an agent never hears its own answer to a
 // ping; alone, it starts.
 func TestAnAgentAloneOnANoEchoConnectionStarts(t *testing.T) {
