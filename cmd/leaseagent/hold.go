@@ -14,6 +14,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/client"
+	"github.com/leaseagent/lease/protocol"
 )
 
 func newHoldCommand(a *app) *cobra.Command {
@@ -151,14 +152,31 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 }
 
 // notAcquired is hold's error when it did not get the lease within
-// --timeout: denied (exit 1) if the agent answers that someone else holds
-// it, unavailable (exit 3) if no agent answers.
+// --timeout, after asking the agent (for at most notAcquiredAsk) who holds
+// it: denied (exit 1) if another holder does; unavailable (exit 3) if no
+// agent answers, or the lease is free (claims did not get through). If
+// holder itself holds it, a claim was granted just as hold gave up: it is
+// released, and the error says so (exit 4).
 func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), within)
+	ctx, cancel := context.WithTimeout(context.Background(), min(within, notAcquiredAsk))
 	defer cancel()
-	err := ns.Token(leaseName, holder).(*client.Token).CheckContext(ctx, nil)
-	if err == nil || errors.Is(err, lease.ErrNotHeld) {
-		err = lease.ErrClaimDenied
+	prefix := fmt.Sprintf("hold %s/%s for %s: not acquired within --timeout %v", ns.Name(), leaseName, holder, within)
+	st, err := ns.Lease(ctx, leaseName)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", prefix, err)
+	case !st.Held:
+		return fmt.Errorf("%s: %w: the lease is free, but no claim got through in time", prefix, protocol.ErrUnavailable)
+	case st.Holder != holder:
+		return fmt.Errorf("%s: %w: held by %s", prefix, lease.ErrClaimDenied, st.Holder)
 	}
-	return fmt.Errorf("hold %s/%s for %s: not acquired within --timeout %v: %w", ns.Name(), leaseName, holder, within, err)
+	rerr := ns.Release(ctx, leaseName, holder)
+	if rerr != nil && !errors.Is(rerr, lease.ErrNotHeld) {
+		return fmt.Errorf("%s: a claim was granted as hold gave up, and releasing it failed: %w", prefix, rerr)
+	}
+	return fmt.Errorf("%s: a claim was granted as hold gave up; released", prefix)
 }
+
+// notAcquiredAsk bounds how long hold, having given up, asks the agent
+// who holds the lease.
+const notAcquiredAsk = 2 * time.Second

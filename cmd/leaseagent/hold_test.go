@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/leaseagent/lease/embedded"
 )
 
@@ -89,6 +91,38 @@ func TestHoldGivesUpAfterTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A claim the agent grants just as hold gives up (its answer arrives after
+// --timeout) is released: hold does not say "denied", and leaves the lease
+// free for others.
+func TestHoldReleasesAClaimGrantedAsItGaveUp(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	nc := connect(t, d.url)
+	// Requests on prefix "slow" reach the agent at once; the answers to
+	// claims come back a second late.
+	if _, err := nc.Subscribe("slow.>", func(m *nats.Msg) {
+		go func() {
+			r, err := nc.Request("lease"+strings.TrimPrefix(m.Subject, "slow"), m.Data, 5*time.Second)
+			if err != nil {
+				return
+			}
+			if strings.HasPrefix(m.Subject, "slow.claim.") {
+				time.Sleep(time.Second)
+			}
+			_ = m.Respond(r.Data)
+		}()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := cli(t, d.url, "hold", "--prefix", "slow", "--timeout", "300ms", "ns", "job", "a", "30s", "--", "echo", "ran")
+	if code != exitOther || !strings.Contains(stderr, "granted as hold gave up; released") {
+		t.Fatalf("hold whose claim was granted late: exit %d, stderr %q; want exit %d saying it released the lease", code, stderr, exitOther)
+	}
+	mustCLI(t, d.url, 0, "claim", "ns", "job", "b", "10s")
 }
 
 func TestHoldUsage(t *testing.T) {
