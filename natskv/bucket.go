@@ -443,10 +443,13 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 	check := since == 0 || b.stream.CachedInfo().Config.Replicas > 1
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		var floor uint64
+		var (
+			floor uint64
+			fades bool
+		)
 		if check {
 			var err error
-			if floor, err = b.latestUnder(ctx, filter); err != nil {
+			if floor, fades, err = b.latestUnder(ctx, filter); err != nil {
 				return nil, err
 			}
 		}
@@ -459,6 +462,13 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 			got = max(got, e.revision)
 		}
 		if got >= floor {
+			return entries, nil
+		}
+		if attempt == loadAttempts && fades {
+			// The floor is a delete marker with a TTL, which each replica
+			// removes by its own clock: one whose clock runs ahead may
+			// have removed it already, and never get that far. Retries
+			// gave a lagging replica time to catch up.
 			return entries, nil
 		}
 		if attempt == loadAttempts {
@@ -480,16 +490,17 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 const loadAttempts = 7
 
 // latestUnder returns the revision of the latest write to a key that
-// matches filter (0 if there is none), read from the stream leader.
-func (b *Bucket) latestUnder(ctx context.Context, filter string) (uint64, error) {
+// matches filter (0 if there is none), read from the stream leader, and
+// whether it is a message with a TTL (a delete marker).
+func (b *Bucket) latestUnder(ctx context.Context, filter string) (revision uint64, fades bool, err error) {
 	msg, err := b.stream.GetLastMsgForSubject(ctx, b.prefix+filter)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, nil
+		return 0, false, nil
 	case err != nil:
-		return 0, fmt.Errorf("natskv: read the latest revision of %s: %w", filter, err)
+		return 0, false, fmt.Errorf("natskv: read the latest revision of %s: %w", filter, err)
 	}
-	return msg.Sequence, nil
+	return msg.Sequence, msg.Header.Get(jetstream.MsgTTLHeader) != "", nil
 }
 
 // watchAll reads what a watch of filter delivers before it says every
