@@ -302,6 +302,11 @@ func (c *checker) checkLease(l *leaseHistory) {
 // window ended. B's claim must have ended after a started: otherwise B was
 // granted the lease before A asked, and if the tokens say otherwise that
 // is invariant 2's to report.
+//
+// Two claims whose calls overlapped, and whose tokens do not tell which
+// was granted first, are a violation if each ended inside the other's
+// window: whichever was granted second was granted inside the first's.
+// (Such a pair is reported once, from the claim that started first.)
 func (c *checker) overlaps(l *leaseHistory) {
 	for _, a := range l.claims {
 		end, aOps := l.window(a)
@@ -310,7 +315,14 @@ func (c *checker) overlaps(l *leaseHistory) {
 				continue
 			}
 			after := b.Start >= a.End || (a.Token != 0 && b.Token > a.Token)
-			if !after {
+			unordered := b.Start < a.End && (a.Token == 0 || b.Token == 0) && a.Start <= b.Start
+			if unordered {
+				bEnd, bOps := l.window(b)
+				if a.End >= bEnd {
+					continue
+				}
+				aOps = append(aOps, bOps[1:]...)
+			} else if !after {
 				continue
 			}
 			c.report(Violation{
@@ -380,8 +392,33 @@ func (c *checker) fencing(l *leaseHistory) {
 
 // staleChecks checks the rest of invariant 3: a check that said held for H
 // did not end inside the window of another holder's claim that had
-// succeeded before the check began.
+// succeeded before the check began; nor, whatever the windows, did it show
+// a tenure of H (a token) seen before another holder's claim that
+// succeeded before the check began: that claim ended the tenure.
 func (c *checker) staleChecks(l *leaseHistory) {
+	seen := map[uint64]*Op{} // the first operation to end with each token
+	for _, op := range l.tokens {
+		if f := seen[op.Token]; f == nil || op.End < f.End {
+			seen[op.Token] = op
+		}
+	}
+	for _, ch := range l.checks {
+		first := seen[ch.Token]
+		if ch.Token == 0 || first == nil {
+			continue
+		}
+		for _, b := range l.claimsEnded(first.End, ch.Start) {
+			if b.Holder != ch.Holder && b.Start >= first.End {
+				c.report(Violation{
+					Invariant: 3, Lease: l.name,
+					Why: fmt.Sprintf("the check said %s holds it with token %d, seen by %s, but %s's claim succeeded after that, by %s",
+						ch.Holder, ch.Token, at(first.End), b.Holder, at(b.End)),
+					Ops: []Op{*first, *b, *ch},
+				})
+				break
+			}
+		}
+	}
 	for _, ch := range l.checks {
 		for _, b := range l.claimsEnded(ch.End-l.maxDuration, ch.Start) {
 			if b.Holder == ch.Holder {
@@ -401,13 +438,27 @@ func (c *checker) staleChecks(l *leaseHistory) {
 
 // waits checks invariant 4.
 func (c *checker) waits(l *leaseHistory) {
-	// A wait that returned nil: no window covered the whole call.
+	// A wait that returned nil: no holder's windows covered the whole
+	// call, one window or several of the same holder back to back (a
+	// claim, then extensions, each granted before the last ran out).
 	for _, w := range l.waits {
 		if w.Result != OK {
 			continue
 		}
-		for _, a := range l.claimsEnded(w.End-l.maxDuration, w.Start) {
-			if end, aOps := l.window(a); end > w.End {
+		for _, a := range l.claimsEnded(w.Start-l.maxDuration, w.Start) {
+			end, aOps := l.window(a)
+			if end <= w.Start {
+				continue
+			}
+			for extended := true; extended && end <= w.End; {
+				extended = false
+				for _, b := range l.claimsEnded(w.Start, end-1) {
+					if bEnd, bOps := l.window(b); b.Holder == a.Holder && bEnd > end {
+						end, aOps, extended = bEnd, append(aOps, bOps...), true
+					}
+				}
+			}
+			if end > w.End {
 				c.report(Violation{
 					Invariant: 4, Lease: l.name,
 					Why: fmt.Sprintf("the wait returned, but %s held the lease throughout: its claim succeeded by %s and guaranteed it until %s",

@@ -90,6 +90,50 @@ func TestCheck(t *testing.T) {
 			want: []int{1},
 		},
 		{
+			name: "concurrent claims, one token unknown, each ended in the other's window",
+			h:    history(claimOp("A", 1000, 0, 10, OK, 7), claimOp("B", 1000, 5, 15, OK, 0)),
+			want: []int{1},
+		},
+		{
+			name: "concurrent claims, no token known, each ended in the other's window",
+			h:    history(claimOp("A", 1000, 0, 10, OK, 0), claimOp("B", 1000, 5, 15, OK, 0)),
+			want: []int{1},
+		},
+		{
+			name: "concurrent claims, no token known, one window over before the other call ended",
+			h:    history(claimOp("A", 1000, 0, 10, OK, 0), claimOp("B", 3, 5, 15, OK, 0)),
+		},
+		{
+			name: "a tenure seen before another holder's claim is said held after it",
+			h: history(
+				claimOp("A", 300, 0, 10, OK, 5), claimOp("B", 300, 400, 410, OK, 0),
+				checkOp("A", 800, 810, OK, 5),
+			),
+			want: []int{3},
+		},
+		{
+			name: "a new tenure after another holder's claim is held",
+			h: history(
+				claimOp("A", 300, 0, 10, OK, 5), claimOp("B", 300, 400, 410, OK, 0),
+				claimOp("A", 300, 750, 760, OK, 9), checkOp("A", 800, 810, OK, 9),
+			),
+		},
+		{
+			name: "wait returned while a claim and its extension held the lease throughout",
+			h: history(
+				claimOp("A", 1000, 0, 10, OK, 5), claimOp("A", 1000, 500, 510, OK, 5),
+				waitOp(100, 1002, OK),
+			),
+			want: []int{4},
+		},
+		{
+			name: "wait returned in a gap between a claim and a later extension",
+			h: history(
+				claimOp("A", 400, 0, 10, OK, 5), claimOp("A", 1000, 500, 510, OK, 6),
+				waitOp(100, 1002, OK),
+			),
+		},
+		{
 			name: "concurrent claims, the later one's window starts later",
 			h:    history(claimOp("A", 100, 0, 10, OK, 7), claimOp("B", 1, 5, 20, OK, 5)),
 		},
