@@ -109,6 +109,13 @@ func Check(h History, cfg Config) Report {
 		if op.End > c.end {
 			c.end = op.End
 		}
+		if op.Kind == OpCheck && op.Result == OK && op.Token == 0 {
+			c.report(Violation{
+				Invariant: 2, Lease: op.Lease,
+				Why: fmt.Sprintf("the check said %s holds it, but gave no fencing token", op.Holder),
+				Ops: []Op{*op},
+			})
+		}
 		l := byLease[op.Lease]
 		if l == nil {
 			l = &leaseHistory{name: op.Lease, releases: map[string][]*Op{}}

@@ -318,10 +318,8 @@ func (w *worker) check(name string) (uint64, Result) {
 	op.End = w.rec.Now()
 	op.Result, op.Err = result(err)
 	switch {
-	case op.Result == OK && fence.Revision == 0:
-		op.Result, op.Err = Failed, "held, but the fence has no revision"
 	case op.Result == OK:
-		op.Token = fence.Revision
+		op.Token = fence.Revision // 0 if none: the checker reports it
 	case op.Result == NotHeld:
 		delete(w.until, name)
 	}
@@ -544,7 +542,8 @@ func (r *run) probe(ctx context.Context) error {
 			}
 		}
 		if claimed[name] == nil {
-			r.cfg.Logf("probe: %s could not claim %s", w.holder, name)
+			// Without it the final kill proves nothing about this lease.
+			return fmt.Errorf("probe: %s could not claim %s within %v before the final kill", w.holder, name, opTimeout)
 		}
 	}
 	f := Fault{Kind: "kill", Detail: "(final: acknowledged claims must survive)", Start: r.rec.Now()}
@@ -555,10 +554,11 @@ func (r *run) probe(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", f, err)
 	}
-	// Check until the agent answers (clients are reconnecting).
+	// Check until the agent answers (clients are reconnecting): the
+	// checker holds each answer to the claim made before the kill.
 	for _, name := range leases {
-		w := claimed[name]
-		for deadline := r.rec.Now() + opTimeout; w != nil && r.rec.Now() < deadline; {
+		w, answered := claimed[name], false
+		for deadline := r.rec.Now() + opTimeout; !answered && r.rec.Now() < deadline; {
 			if !w.connected(ctx) {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -566,11 +566,13 @@ func (r *run) probe(ctx context.Context) error {
 				continue
 			}
 			if _, res := w.check(name); res != Failed {
-				break
-			}
-			if !pause(ctx, 50*time.Millisecond) {
+				answered = true
+			} else if !pause(ctx, 50*time.Millisecond) {
 				return ctx.Err()
 			}
+		}
+		if !answered {
+			return fmt.Errorf("probe: no check of %s by %s was answered within %v after the final kill", name, w.holder, opTimeout)
 		}
 	}
 	for _, name := range leases {
