@@ -448,8 +448,18 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 			fades bool
 		)
 		if check {
+			// A JetStream cluster that has just formed, or changed its
+			// leader, can leave a request unanswered: ask again rather
+			// than wait out the caller's whole deadline.
+			fctx, cancel := context.WithTimeout(ctx, floorWait)
 			var err error
-			if floor, fades, err = b.latestUnder(ctx, filter); err != nil {
+			floor, fades, err = b.latestUnder(fctx, filter)
+			unanswered := fctx.Err() != nil && ctx.Err() == nil
+			cancel()
+			switch {
+			case err != nil && unanswered && attempt < loadAttempts:
+				continue
+			case err != nil:
 				return nil, err
 			}
 		}
@@ -488,6 +498,10 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 // loadAttempts bounds the reads load makes before it gives up on a
 // lagging replica: about a second of backoff in all.
 const loadAttempts = 7
+
+// floorWait is how long load waits for the leader to say where the
+// namespace's latest revision is before it asks again.
+const floorWait = 2 * time.Second
 
 // latestUnder returns the revision of the latest write to a key that
 // matches filter (0 if there is none), read from the stream leader, and
