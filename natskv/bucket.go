@@ -443,17 +443,14 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 	check := since == 0 || b.stream.CachedInfo().Config.Replicas > 1
 	backoff := 10 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		var (
-			floor uint64
-			fades bool
-		)
+		var floor uint64
 		if check {
 			// A JetStream cluster that has just formed, or changed its
 			// leader, can leave a request unanswered: ask again rather
 			// than wait out the caller's whole deadline.
 			fctx, cancel := context.WithTimeout(ctx, floorWait)
 			var err error
-			floor, fades, err = b.latestUnder(fctx, filter)
+			floor, err = b.latestUnder(fctx, filter)
 			unanswered := fctx.Err() != nil && ctx.Err() == nil
 			cancel()
 			switch {
@@ -472,13 +469,6 @@ func (b *Bucket) load(ctx context.Context, filter string, since uint64, opts ...
 			got = max(got, e.revision)
 		}
 		if got >= floor {
-			return entries, nil
-		}
-		if attempt == loadAttempts && fades {
-			// The floor is a delete marker with a TTL, which each replica
-			// removes by its own clock: one whose clock runs ahead may
-			// have removed it already, and never get that far. Retries
-			// gave a lagging replica time to catch up.
 			return entries, nil
 		}
 		if attempt == loadAttempts {
@@ -504,17 +494,23 @@ const loadAttempts = 7
 const floorWait = 2 * time.Second
 
 // latestUnder returns the revision of the latest write to a key that
-// matches filter (0 if there is none), read from the stream leader, and
-// whether it is a message with a TTL (a delete marker).
-func (b *Bucket) latestUnder(ctx context.Context, filter string) (revision uint64, fades bool, err error) {
+// matches filter (0 if there is none), read from the stream leader.
+//
+// If that write is a delete marker with a TTL, a replica whose clock runs
+// ahead of the leader's may have removed it already, and a load it serves
+// never gets that far: such loads fail (the namespace keeps its cache, or
+// is unavailable until its first load) until the leader removes the
+// marker too. Accepting them instead would accept any lagging replica's
+// read whenever the newest write is a release, which is most of the time.
+func (b *Bucket) latestUnder(ctx context.Context, filter string) (uint64, error) {
 	msg, err := b.stream.GetLastMsgForSubject(ctx, b.prefix+filter)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return 0, false, nil
+		return 0, nil
 	case err != nil:
-		return 0, false, fmt.Errorf("natskv: read the latest revision of %s: %w", filter, err)
+		return 0, fmt.Errorf("natskv: read the latest revision of %s: %w", filter, err)
 	}
-	return msg.Sequence, msg.Header.Get(jetstream.MsgTTLHeader) != "", nil
+	return msg.Sequence, nil
 }
 
 // watchAll reads what a watch of filter delivers before it says every
