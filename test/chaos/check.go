@@ -323,12 +323,13 @@ func (c *checker) overlaps(l *leaseHistory) {
 			}
 			after := b.Start >= a.End || (a.Token != 0 && b.Token > a.Token)
 			unordered := b.Start < a.End && (a.Token == 0 || b.Token == 0) && a.Start <= b.Start
+			ops := append(slices.Clone(aOps), *b)
 			if unordered {
 				bEnd, bOps := l.window(b)
 				if a.End >= bEnd {
 					continue
 				}
-				aOps = append(aOps, bOps[1:]...)
+				ops = append(ops, bOps[1:]...)
 			} else if !after {
 				continue
 			}
@@ -336,7 +337,7 @@ func (c *checker) overlaps(l *leaseHistory) {
 				Invariant: 1, Lease: l.name,
 				Why: fmt.Sprintf("%s's claim succeeded by %s, but %s was guaranteed the lease until %s",
 					b.Holder, at(b.End), a.Holder, at(end)),
-				Ops: append(aOps, *b),
+				Ops: ops,
 			})
 		}
 	}

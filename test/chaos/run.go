@@ -558,7 +558,9 @@ func (r *run) probe(ctx context.Context) error {
 	// checker holds each answer to the claim made before the kill.
 	for _, name := range leases {
 		w, answered := claimed[name], false
-		for deadline := r.rec.Now() + opTimeout; !answered && r.rec.Now() < deadline; {
+		// Generous: after the kill of every node of a cluster, elections
+		// and the namespace's load come first.
+		for deadline := r.rec.Now() + 3*opTimeout; !answered && r.rec.Now() < deadline; {
 			if !w.connected(ctx) {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -572,7 +574,7 @@ func (r *run) probe(ctx context.Context) error {
 			}
 		}
 		if !answered {
-			return fmt.Errorf("probe: no check of %s by %s was answered within %v after the final kill", name, w.holder, opTimeout)
+			return fmt.Errorf("probe: no check of %s by %s was answered within %v after the final kill", name, w.holder, 3*opTimeout)
 		}
 	}
 	for _, name := range leases {
