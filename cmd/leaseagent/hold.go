@@ -152,29 +152,31 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 }
 
 // notAcquired is hold's error when it did not get the lease within
-// --timeout, after asking the agent (for at most notAcquiredAsk) who holds
-// it: denied (exit 1) if another holder does; unavailable (exit 3) if no
-// agent answers, or the lease is free (claims did not get through). If
-// holder itself holds it, a claim was granted just as hold gave up: it is
-// released, and the error says so (exit 4).
+// --timeout. It first releases the lease, in case a claim of hold's
+// reached the agent just as it gave up (the release queues behind it):
+// then hold had it, and says so (exit 4). Otherwise it asks who holds the
+// lease: denied (exit 1) if another holder does; unavailable (exit 3) if
+// no agent answers, or the lease is free. Each request waits at most
+// notAcquiredAsk. A claim still on its way over the network when the
+// release arrives is not caught: it holds the lease for its duration.
 func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), min(within, notAcquiredAsk))
 	defer cancel()
 	prefix := fmt.Sprintf("hold %s/%s for %s: not acquired within --timeout %v", ns.Name(), leaseName, holder, within)
+	switch err := ns.Release(ctx, leaseName, holder); {
+	case err == nil:
+		return fmt.Errorf("%s: a claim was granted as hold gave up; released", prefix)
+	case !errors.Is(err, lease.ErrNotHeld):
+		return fmt.Errorf("%s: %w", prefix, err)
+	}
 	st, err := ns.Lease(ctx, leaseName)
 	switch {
 	case err != nil:
 		return fmt.Errorf("%s: %w", prefix, err)
 	case !st.Held:
 		return fmt.Errorf("%s: %w: the lease is free, but no claim got through in time", prefix, protocol.ErrUnavailable)
-	case st.Holder != holder:
-		return fmt.Errorf("%s: %w: held by %s", prefix, lease.ErrClaimDenied, st.Holder)
 	}
-	rerr := ns.Release(ctx, leaseName, holder)
-	if rerr != nil && !errors.Is(rerr, lease.ErrNotHeld) {
-		return fmt.Errorf("%s: a claim was granted as hold gave up, and releasing it failed: %w", prefix, rerr)
-	}
-	return fmt.Errorf("%s: a claim was granted as hold gave up; released", prefix)
+	return fmt.Errorf("%s: %w: held by %s", prefix, lease.ErrClaimDenied, st.Holder)
 }
 
 // notAcquiredAsk bounds how long hold, having given up, asks the agent
