@@ -307,9 +307,12 @@ func (s *Service) claimID(id string) error {
 	case err == nil:
 		return s.idTaken()
 	case errors.Is(err, nats.ErrTimeout):
-		// Something listens without answering (an operator's
-		// 'nats sub >', a dead connection the server has not dropped
-		// yet): not an agent, which answers at once.
+		// Something listens and does not answer. It may be an agent with
+		// this ID that is paused (a stopped process, a frozen VM), which
+		// would serve again beside this one: refuse, loudly.
+		return fmt.Errorf("agent: Ownership.AgentID: something subscribes to %s but did not answer within %v: "+
+			"an agent running as %q and paused, a connection of a dead one the server has not dropped yet, or a tap such as 'nats sub >'; "+
+			"start again once it is gone: %w", subject, pingTimeout, id, err)
 	case !errors.Is(err, nats.ErrNoResponders):
 		return fmt.Errorf("agent: ask whether agent ID %q is taken: %w", id, err)
 	}
@@ -332,6 +335,9 @@ func (s *Service) idTaken() error {
 }
 
 // pingTimeout bounds each ping: a running agent answers well within it.
+// On the first ping, no answer within it makes the new agent refuse to
+// start (something listens; it may be a paused agent); on the second, it
+// means no other agent started at the same moment.
 const pingTimeout = 2 * time.Second
 
 // pingAfterOwn is how long, after its own answer, an agent waits for

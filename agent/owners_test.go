@@ -320,29 +320,20 @@ func TestAnAgentSlowToAnswerStillHoldsItsID(t *testing.T) {
 	}
 }
 
-// A subscriber that hears pings but never answers (an operator's
-// 'nats sub >') is not an agent: an agent alone still starts.
-func TestASilentListenerDoesNotKeepAnAgentFromStarting(t *testing.T) {
+// A subscriber that hears pings and does not answer may be an agent with
+// the same ID, paused: a new agent refuses to start, and says why.
+func TestASilentListenerOnTheIDKeepsAnAgentFromStarting(t *testing.T) {
 	srv := startServer(t)
-	tap := connect(t, srv)
-	if _, err := tap.Subscribe(">", func(*nats.Msg) {}); err != nil {
+	paused := connect(t, srv)
+	if _, err := paused.Subscribe("_leaseagent.lease.a.ping._", func(*nats.Msg) {}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tap.Flush(); err != nil {
+	if err := paused.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	noEcho, err := nats.Connect(srv.ClientURL(), nats.NoEcho())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(noEcho.Close)
-	for _, c := range []struct {
-		name string
-		nc   *nats.Conn
-	}{{"echo", connect(t, srv)}, {"no echo", noEcho}} {
-		if err := startAlone(t, c.nc, "solo-"+strings.ReplaceAll(c.name, " ", "-")); err != nil {
-			t.Fatalf("agent alone beside a silent listener (%s): %v", c.name, err)
-		}
+	err := startAlone(t, connect(t, srv), "a")
+	if err == nil || !strings.Contains(err.Error(), "did not answer") || !strings.Contains(err.Error(), "paused") {
+		t.Fatalf("agent beside a silent listener on its ID: %v, want an error saying something did not answer", err)
 	}
 }
 
