@@ -24,11 +24,11 @@ func ranUnapplied(t *testing.T, c *natskv.Client, name, holder string) *natskv.W
 	return w
 }
 
-// An outcome applied after the cache has read later writes of its key
-// (as after a restart of the actor that sent it) puts nothing back.
-func TestALateOutcomeDoesNotUndoLaterWrites(t *testing.T) {
-	s := newStore(t)
-	c := s.client(t, "ns", newClock())
+// releasedBeforeItsOutcome runs a claim of "l" by "a" without applying
+// its outcome, then reads it back and releases the lease: the Write's
+// outcome is older than what the cache holds.
+func releasedBeforeItsOutcome(t *testing.T, c *natskv.Client) *natskv.Write {
+	t.Helper()
 	w := ranUnapplied(t, c, "l", "a")
 	if err := c.Refresh(); err != nil {
 		t.Fatal(err)
@@ -36,6 +36,15 @@ func TestALateOutcomeDoesNotUndoLaterWrites(t *testing.T) {
 	if err := c.ReleaseLeaseContext(context.Background(), "l", "a"); err != nil {
 		t.Fatal(err)
 	}
+	return w
+}
+
+// An outcome applied after the cache has read later writes of its key
+// (as after a restart of the actor that sent it) puts nothing back.
+func TestALateOutcomeDoesNotUndoLaterWrites(t *testing.T) {
+	s := newStore(t)
+	c := s.client(t, "ns", newClock())
+	w := releasedBeforeItsOutcome(t, c)
 	if err := c.ClaimLease("l", req("b", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -49,13 +58,7 @@ func TestALateOutcomeDoesNotUndoLaterWrites(t *testing.T) {
 func TestALateOutcomeDoesNotReviveAForgottenLease(t *testing.T) {
 	s := newStoreWith(t, false, natskv.BucketConfig{DeleteMarkerTTL: time.Second})
 	c := s.client(t, "ns", newClock())
-	w := ranUnapplied(t, c, "l", "a")
-	if err := c.Refresh(); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.ReleaseLeaseContext(context.Background(), "l", "a"); err != nil {
-		t.Fatal(err)
-	}
+	w := releasedBeforeItsOutcome(t, c)
 	s.awaitGone(t, "ns", "l")
 	if err := c.Refresh(); err != nil {
 		t.Fatal(err)
