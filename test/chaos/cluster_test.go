@@ -297,6 +297,9 @@ func TestClusterChaos(t *testing.T) {
 	rep := Check(h, cfg.CheckConfig())
 	t.Logf("seed %d: %s", seed, rep.Stats)
 	requireNoViolations(t, rep)
+	if rep.Stats.Faults == 0 {
+		t.Errorf("no fault injected in %v", d)
+	}
 	if rep.Stats.ClaimsOK < 20 || rep.Stats.HolderChanges < 5 {
 		t.Errorf("too little happened to mean anything: %s", rep.Stats)
 	}

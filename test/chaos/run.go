@@ -398,15 +398,20 @@ func (r *run) injectFaults(ctx context.Context) error {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 1<<32))
 	for pause(ctx, randBetween(rng, time.Second, 5*time.Second)) {
 		f := Fault{Start: r.rec.Now()}
-		var err error
+		injected, err := true, error(nil)
 		if r.cfg.Cluster != nil {
-			err = r.clusterFault(ctx, rng, &f)
+			injected, err = r.clusterFault(ctx, rng, &f)
 		} else {
 			err = r.agentFault(rng, &f)
 		}
 		f.End = r.rec.Now()
-		r.rec.AddFault(f)
 		r.cfg.Logf("%s", f)
+		if !injected {
+			// Nothing happened: the checker must not excuse slow
+			// operations by it, nor a test count it.
+			continue
+		}
+		r.rec.AddFault(f)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
@@ -456,12 +461,12 @@ func (r *run) agentFault(rng *rand.Rand, f *Fault) error {
 // its ownership lasts, so that another agent takes over while it sleeps and
 // it must stop answering when it wakes. Each lingers for an ownership
 // duration beyond the usual: that is how long the namespace may go
-// unserved.
-func (r *run) clusterFault(ctx context.Context, rng *rand.Rand, f *Fault) error {
+// unserved. It reports false if it found no victim (no owner yet, or no
+// stream leader for a moment) and injected nothing.
+func (r *run) clusterFault(ctx context.Context, rng *rand.Rand, f *Fault) (injected bool, err error) {
 	c := r.cfg.Cluster
 	f.Linger = c.OwnershipDuration + lostRequestLinger
 	victim := rng.IntN(len(c.Nodes))
-	var err error
 	kinds := []string{"kill-owner", "kill-leader", "kill-node", "pause-owner"}
 	f.Kind = kinds[rng.IntN(len(kinds))]
 	switch f.Kind {
@@ -472,25 +477,25 @@ func (r *run) clusterFault(ctx context.Context, rng *rand.Rand, f *Fault) error 
 	}
 	if err != nil {
 		f.Detail = fmt.Sprintf("(not injected: %v)", err)
-		return nil // no owner yet, or no leader for a moment: skip
+		return false, nil
 	}
 	node := c.Nodes[victim]
 	if f.Kind == "pause-owner" {
 		d := c.OwnershipDuration + randBetween(rng, 500*time.Millisecond, 1500*time.Millisecond)
 		f.Detail = fmt.Sprintf("node-%d SIGSTOP for %v", victim, d.Round(time.Millisecond))
 		if err := node.Pause(); err != nil {
-			return err
+			return true, err
 		}
 		time.Sleep(d) // the fault itself
-		return node.Resume()
+		return true, node.Resume()
 	}
 	down := randBetween(rng, 0, 2*time.Second)
 	f.Detail = fmt.Sprintf("node-%d, restarted after %v", victim, down.Round(time.Millisecond))
 	if err := node.Kill(); err != nil {
-		return err
+		return true, err
 	}
 	time.Sleep(down) // the fault itself
-	return node.Restart()
+	return true, node.Restart()
 }
 
 // randBetween returns a random duration in [lo, hi].
