@@ -146,6 +146,7 @@ func requireActivity(t *testing.T, s Stats, d time.Duration) {
 		{"checks that said held", s.ChecksHeld, 5 * secs},
 		{"successful releases", s.Released, secs},
 		{"waits that returned", s.WaitsOK, secs / 2},
+		{"waits held to their bound", s.WaitsBoundChecked, 1},
 	} {
 		if m.got < m.want {
 			t.Errorf("only %d %s in %v, want at least %d", m.got, m.what, d, m.want)

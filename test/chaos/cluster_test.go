@@ -300,6 +300,9 @@ func TestClusterChaos(t *testing.T) {
 	if rep.Stats.Faults == 0 {
 		t.Errorf("no fault injected in %v", d)
 	}
+	if rep.Stats.WaitsBoundChecked == 0 {
+		t.Errorf("no wait held to its bound: %s", rep.Stats)
+	}
 	if rep.Stats.ClaimsOK < 20 || rep.Stats.HolderChanges < 5 {
 		t.Errorf("too little happened to mean anything: %s", rep.Stats)
 	}

@@ -65,6 +65,10 @@ const (
 	// lostRequestLinger is how long a kill or a cut may hold a client up
 	// after it healed: a request lost to it is retried when it times out.
 	lostRequestLinger = requestTimeout + time.Second
+	// calmMargin is how long past the wait bound the first calm spell
+	// lasts; firstCalmWait how long faults wait for it at most.
+	calmMargin    = 500 * time.Millisecond
+	firstCalmWait = 5 * time.Second
 	// probeDuration is how long the leases claimed before the final
 	// kill are held: long enough to outlive the restart.
 	probeDuration = 30 * time.Second
@@ -133,10 +137,11 @@ func Run(ctx context.Context, cfg RunConfig) (History, error) {
 	for _, w := range r.workers[:cfg.Holders] {
 		wg.Go(func() { w.compete(work) })
 	}
-	wg.Go(func() { r.workers[cfg.Holders].ownQuiet(work) })
+	calm := make(chan time.Duration, 1)
+	wg.Go(func() { r.workers[cfg.Holders].ownQuiet(work, calm) })
 	wg.Go(func() { r.workers[cfg.Holders+1].watchQuiet(work) })
 	if cfg.Faults {
-		wg.Go(func() { faultErr = r.injectFaults(work) })
+		wg.Go(func() { faultErr = r.injectFaults(work, calm) })
 	}
 	wg.Wait()
 	if faultErr != nil {
@@ -241,7 +246,12 @@ func (w *worker) compete(ctx context.Context) {
 // ownQuiet holds the quiet lease for half a second to a second and a
 // half, extending it, then releases it and leaves it free for one to four
 // seconds more than the wait bound (faults nearby lengthen the bound).
-func (w *worker) ownQuiet(ctx context.Context) {
+//
+// After its first release it sends on calm the time until which no fault
+// may begin: the wait bound and a margin after the release, so that every
+// run holds its waiters to the bound at least once. Later faults come at
+// random and often leave the lease free too briefly to tell.
+func (w *worker) ownQuiet(ctx context.Context, calm chan<- time.Duration) {
 	bound := w.cfg.CheckConfig().WaitBound
 	for w.connected(ctx) {
 		hold := w.rec.Now() + w.between(500*time.Millisecond, 1500*time.Millisecond)
@@ -250,7 +260,10 @@ func (w *worker) ownQuiet(ctx context.Context) {
 				break
 			}
 		}
-		w.release(quietLease)
+		if w.release(quietLease) == OK && calm != nil {
+			calm <- w.rec.Now() + bound + calmMargin
+			calm = nil
+		}
 		pause(ctx, bound+w.between(time.Second, 4*time.Second))
 	}
 }
@@ -392,11 +405,18 @@ func pause(ctx context.Context, d time.Duration) bool {
 
 // injectFaults injects a random fault one to five seconds after the last
 // one healed, until ctx ends. Each fault is healed before the next begins,
-// and before it returns. The longer calm spells let the checker hold
-// waiters to their bound now and then.
-func (r *run) injectFaults(ctx context.Context) error {
+// and before it returns. The first waits, besides, for the calm time that
+// the quiet lease's owner sends (for at most firstCalmWait): see ownQuiet.
+func (r *run) injectFaults(ctx context.Context, calm <-chan time.Duration) error {
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 1<<32))
+	first := true
 	for pause(ctx, randBetween(rng, time.Second, 5*time.Second)) {
+		if first {
+			first = false
+			if !r.awaitCalm(ctx, calm) {
+				break
+			}
+		}
 		f := Fault{Start: r.rec.Now()}
 		injected, err := true, error(nil)
 		if r.cfg.Cluster != nil {
@@ -417,6 +437,22 @@ func (r *run) injectFaults(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// awaitCalm waits until the time the quiet lease's owner sends on calm,
+// or firstCalmWait if it sends none, and reports whether ctx is still
+// going.
+func (r *run) awaitCalm(ctx context.Context, calm <-chan time.Duration) bool {
+	t := time.NewTimer(firstCalmWait)
+	defer t.Stop()
+	select {
+	case until := <-calm:
+		return pause(ctx, until-r.rec.Now())
+	case <-t.C:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // agentFault injects one fault into a single agent or its clients'
