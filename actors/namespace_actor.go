@@ -310,7 +310,7 @@ func (a *namespaceActor) handle(msg any) {
 		}
 		a.waiters[m.lease][m.waiter] = struct{}{}
 	case *leasesRequest:
-		m.reply <- leasesResult{leases: a.store.Leases()}
+		m.reply <- leasesResult{leases: a.heldLeases()}
 	case *leaseRequest:
 		info, _ := a.store.Lease(m.lease)
 		m.reply <- leaseResult{info: info, held: a.held(m.lease)}
@@ -324,6 +324,20 @@ func (a *namespaceActor) handle(msg any) {
 func (a *namespaceActor) held(name string) bool {
 	_, expiry, ok := a.store.Holder(name)
 	return ok && !a.clock.Now().After(expiry)
+}
+
+// heldLeases returns the leases held now: those past their expiry are
+// free, as held says, even before their removal reaches the store (it may
+// be in flight, or failing while the store is unreachable).
+func (a *namespaceActor) heldLeases() map[string]lease.Info {
+	leases := a.store.Leases()
+	now := a.clock.Now()
+	for name, info := range leases {
+		if now.After(info.Expiry) {
+			delete(leases, name)
+		}
+	}
+	return leases
 }
 
 // check answers from the cache; on a miss it reloads once and looks again.

@@ -138,3 +138,38 @@ func TestListPagesFitTheMaxPayload(t *testing.T) {
 		t.Fatalf("client listed %d leases (first %v), want all %d in order", len(got), got[:min(3, len(got))], len(want))
 	}
 }
+
+// A lease past its expiry is not held, even while its removal has not
+// reached the store (here: it cannot, JetStream is gone): list leaves it
+// out, as state says it is not held.
+func TestListLeavesOutLeasesPastTheirExpiry(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	request(t, nc, "lease.claim.ns", claimBody(t, "gone", "h", time.Minute), nil)
+	request(t, nc, "lease.claim.ns", claimBody(t, "kept", "h", time.Hour), nil)
+	if err := e.Server.NATSServer().DisableJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	e.Clock.Advance(2 * time.Minute)
+	var state messages.StateReply
+	if err := proto.Unmarshal(request(t, nc, "lease.state.ns", marshal(t, &messages.StateRequest{Lease: "gone"}), nil).Data, &state); err != nil {
+		t.Fatal(err)
+	}
+	if state.GetStatus().GetCode() != messages.Code_CODE_OK || state.GetHeld() {
+		t.Fatalf("state of a lease past its expiry: %v, want OK and not held", &state)
+	}
+	var list messages.ListReply
+	if err := proto.Unmarshal(request(t, nc, "lease.list.ns", nil, nil).Data, &list); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range list.GetLeases() {
+		got = append(got, l.GetLease())
+		if l.GetExpiresIn().AsDuration() < 0 {
+			t.Errorf("lease %q listed with expires_in %v", l.GetLease(), l.GetExpiresIn().AsDuration())
+		}
+	}
+	if list.GetStatus().GetCode() != messages.Code_CODE_OK || !slices.Equal(got, []string{"kept"}) {
+		t.Fatalf("list: status %v, leases %v; want OK and only the lease still held", list.GetStatus(), got)
+	}
+}
