@@ -66,6 +66,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -74,6 +75,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -755,11 +757,7 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 			Lease: name, Holder: info.Holder, Revision: f.Revision,
 			ExpiresIn: durationpb.New(info.Expiry.Sub(now)),
 		}
-		size := proto.Size(l) + 4 // the field's tag and length
-		if req.json {
-			size *= 4 // field names, quoted numbers, durations as text
-		}
-		room -= size
+		room -= listEntrySize(l, req.json)
 		if room < 0 || (in.GetLimit() > 0 && i == int(in.GetLimit())) {
 			if i == 0 {
 				return failure(protocol.OpList, fmt.Errorf("%w: the server's max payload (%d bytes) cannot hold one lease", protocol.ErrInternal, s.cfg.Conn.MaxPayload()))
@@ -770,6 +768,21 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 		out.Leases = append(out.Leases, l)
 	}
 	return out
+}
+
+// listEntrySize returns how many bytes l adds to a list reply. In JSON it
+// is measured, not estimated: escaping can make a name six times longer
+// (a control character is \u0001), and a page estimated too small would
+// exceed the max payload and never be sent.
+func listEntrySize(l *messages.LeaseInfo, json bool) int {
+	if !json {
+		return proto.Size(l) + 4 // the field's tag and length
+	}
+	data, err := protojson.Marshal(l)
+	if err != nil {
+		return math.MaxInt // respond will report what cannot be encoded
+	}
+	return len(data) + 2 // the comma, and a space protojson may add
 }
 
 // listReplyOverhead is what a list reply needs beside its leases: the

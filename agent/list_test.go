@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/internal/testenv"
 	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
 
@@ -171,5 +173,85 @@ func TestListLeavesOutLeasesPastTheirExpiry(t *testing.T) {
 	}
 	if list.GetStatus().GetCode() != messages.Code_CODE_OK || !slices.Equal(got, []string{"kept"}) {
 		t.Fatalf("list: status %v, leases %v; want OK and only the lease still held", list.GetStatus(), got)
+	}
+}
+
+// Names that JSON must escape (a control character becomes six bytes,
+// \u0001) make a JSON page far larger than its protobuf: every page still
+// fits the max payload, so every list request is answered, in either
+// encoding.
+func TestListPagesOfEscapedNamesFitTheMaxPayload(t *testing.T) {
+	const maxPayload = 16 * 1024
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true, MaxPayload: maxPayload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc := connect(t, srv)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{Conn: nc, Manager: m, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	tests := []struct {
+		name string
+		ctl  string // what fills the lease and holder names
+	}{
+		{"control-characters", "\x01"},
+		{"quotes", `"`},
+		{"non-ASCII", "é"},
+	}
+	for _, tt := range tests {
+		var want []string
+		for i := range 40 {
+			name := fmt.Sprintf("%03d", i) + strings.Repeat(tt.ctl, (natskv.MaxNameBytes-3)/len(tt.ctl))
+			if err := m.Namespace(tt.name).ClaimContext(context.Background(), name, strings.Repeat(tt.ctl, natskv.MaxNameBytes/len(tt.ctl)), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, name)
+		}
+		for _, json := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/json=%v", tt.name, json), func(t *testing.T) {
+				var header nats.Header
+				if json {
+					header = nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+				}
+				var got []string
+				after := ""
+				for page := 0; ; page++ {
+					if page > len(want) {
+						t.Fatalf("more pages than leases; so far %d leases", len(got))
+					}
+					body, err := protocol.Encode(&messages.ListRequest{After: after}, json)
+					if err != nil {
+						t.Fatal(err)
+					}
+					msg := request(t, nc, protocol.RequestSubject(protocol.DefaultPrefix, protocol.OpList, tt.name), body, header)
+					var out messages.ListReply
+					if err := protocol.Decode(msg.Data, json, &out); err != nil {
+						t.Fatal(err)
+					}
+					if out.GetStatus().GetCode() != messages.Code_CODE_OK || len(msg.Data) > maxPayload {
+						t.Fatalf("page %d: status %v, %d bytes", page, out.GetStatus(), len(msg.Data))
+					}
+					for _, l := range out.GetLeases() {
+						got = append(got, l.GetLease())
+					}
+					if out.GetNext() == "" {
+						break
+					}
+					after = out.GetNext()
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("pages gave %d leases, want %d", len(got), len(want))
+				}
+			})
+		}
 	}
 }
