@@ -458,7 +458,7 @@ func (s *Service) forwarded(m *nats.Msg) {
 		// waiting out its timeout.
 		err := fmt.Errorf("%w: malformed forwarded request subject %q; forwarded requests go to %s.<operation>.<namespace>, operations: %s",
 			protocol.ErrInvalidArgument, m.Subject, root, strings.Join(protocol.Operations, ", "))
-		s.respond(m.Reply, m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+		s.respond(m.Reply, protocol.IsJSON(m.Header),
 			&messages.ErrorReply{Status: protocol.Status(err)})
 		return
 	}
@@ -482,7 +482,7 @@ type answerer func(n *actors.Namespace, req *request, deadline time.Time, reply 
 // goroutine waits for them. Any other request gets a goroutine.
 func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 	req := &request{
-		json: m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+		json: protocol.IsJSON(m.Header),
 		data: m.Data,
 	}
 	s.inflight.Add(1)
@@ -571,7 +571,7 @@ func (s *Service) reply(op, to string, req *request, tenure uint64, out proto.Me
 // that was forwarded already is not forwarded again: ownership moved while
 // it travelled, and the caller is told to retry.
 func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, ns, owner string, wasForwarded bool) {
-	json := m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON
+	json := protocol.IsJSON(m.Header)
 	if wasForwarded {
 		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner)))
 		return
@@ -614,7 +614,7 @@ func (s *Service) answerMalformed(m *nats.Msg) {
 	}
 	err := fmt.Errorf("%w: malformed request subject %q; requests go to %s.<operation>.<namespace>, with the namespace escaped (no dots), operations: %s",
 		protocol.ErrInvalidArgument, m.Subject, s.cfg.Prefix, strings.Join(protocol.Operations, ", "))
-	s.respond(m.Reply, m.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON,
+	s.respond(m.Reply, protocol.IsJSON(m.Header),
 		&messages.ErrorReply{Status: protocol.Status(err)})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,46 @@ func TestJSONRequestGetsJSONReply(t *testing.T) {
 	msg = request(t, nc, "lease.check.ns", []byte(`{"lease":"mysql","holder":"unit/0","colour":"red"}`), h)
 	if !strings.Contains(string(msg.Data), "CODE_INVALID_ARGUMENT") || !strings.Contains(string(msg.Data), "colour") {
 		t.Fatalf("unknown JSON field reply %s, want INVALID_ARGUMENT naming the field", msg.Data)
+	}
+}
+
+// Clients in other languages spell the header as their HTTP habits go:
+// header names are case-insensitive there, and media types may carry
+// parameters. Each of these asks for JSON and gets a JSON reply.
+func TestJSONContentTypeIsRecognisedAsAMediaType(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	tests := []struct {
+		name, key, value string
+		json             bool
+	}{
+		{"canonical", "Content-Type", "application/json", true},
+		{"lower-case name", "content-type", "application/json", true},
+		{"upper-case name", "CONTENT-TYPE", "application/json", true},
+		{"charset parameter", "Content-Type", "application/json; charset=utf-8", true},
+		{"upper-case value", "Content-Type", "Application/JSON", true},
+		{"spaces", "Content-Type", " application/json ", true},
+		{"protobuf", "Content-Type", "application/protobuf", false},
+		{"json suffix", "Content-Type", "application/jsonx", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			body, err := protocol.Encode(&messages.ClaimRequest{Lease: fmt.Sprintf("l%d", i), Holder: "h", Duration: durationpb.New(time.Minute)}, tt.json)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := request(t, nc, "lease.claim.ns", body, nats.Header{tt.key: []string{tt.value}})
+			if got := msg.Header.Get(protocol.HeaderContentType) == protocol.ContentTypeJSON; got != tt.json {
+				t.Fatalf("reply content type %q, want JSON: %v", msg.Header.Get(protocol.HeaderContentType), tt.json)
+			}
+			var r messages.ClaimReply
+			if err := protocol.Decode(msg.Data, tt.json, &r); err != nil {
+				t.Fatalf("reply %q: %v", msg.Data, err)
+			}
+			if r.GetStatus().GetCode() != messages.Code_CODE_OK {
+				t.Fatalf("status %v", r.GetStatus())
+			}
+		})
 	}
 }
 

@@ -64,12 +64,40 @@ func EventSubject(prefix, kind, namespace, leaseName string) string {
 }
 
 // Bodies are protobuf, unless a request carries the header
-// Content-Type: application/json; then the request is read, and its reply
-// written, as protobuf's JSON mapping (protojson).
+// Content-Type: application/json (see IsJSON); then the request is read,
+// and its reply written, as protobuf's JSON mapping (protojson). A JSON
+// reply carries that header, exactly as written here.
 const (
 	HeaderContentType = "Content-Type"
 	ContentTypeJSON   = "application/json"
 )
+
+// IsJSON reports whether a request with headers h asks for JSON: it has a
+// Content-Type header, its name in any case, whose media type is
+// application/json in any case, with or without parameters such as
+// charset=utf-8. Clients in other languages write headers as HTTP does,
+// where names and media types are case-insensitive; a JSON body taken for
+// protobuf would get a binary error its sender cannot read. (nats.Header
+// is a map[string][]string.)
+func IsJSON(h map[string][]string) bool {
+	if len(h) == 0 {
+		return false
+	}
+	v, ok := h[HeaderContentType]
+	if !ok {
+		for k, vs := range h {
+			if strings.EqualFold(k, HeaderContentType) {
+				v, ok = vs, true
+				break
+			}
+		}
+	}
+	if !ok || len(v) == 0 {
+		return false
+	}
+	mediaType, _, _ := strings.Cut(v[0], ";")
+	return strings.EqualFold(strings.TrimSpace(mediaType), ContentTypeJSON)
+}
 
 // Decode reads a body into m. Unknown fields are an error in both
 // encodings: a field this agent does not know would be silently ignored.
