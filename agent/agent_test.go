@@ -141,6 +141,40 @@ func TestNonUTF8JSONBodyGetsANamedError(t *testing.T) {
 	}
 }
 
+// An empty body is the request with every field at its default in JSON as
+// in protobuf (an empty `nats req` with -H Content-Type:application/json
+// lists), so both encodings get the same answer.
+func TestEmptyJSONBodyIsTheDefaultRequest(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	h := nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
+	tests := []struct {
+		op   string
+		body string
+		code messages.Code
+		want string // in the message
+	}{
+		{protocol.OpList, "", messages.Code_CODE_OK, ""},
+		{protocol.OpList, " \n", messages.Code_CODE_OK, ""},
+		{protocol.OpClaim, "", messages.Code_CODE_INVALID_ARGUMENT, "duration is missing"},
+		{protocol.OpCheck, "", messages.Code_CODE_INVALID_ARGUMENT, "lease name"},
+		{protocol.OpRelease, "", messages.Code_CODE_INVALID_ARGUMENT, "lease name"},
+		{protocol.OpState, "", messages.Code_CODE_INVALID_ARGUMENT, "lease name"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %q", tt.op, tt.body), func(t *testing.T) {
+			msg := request(t, nc, "lease."+tt.op+".ns", []byte(tt.body), h)
+			var r messages.ClaimReply // every reply has its status in field 1
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(msg.Data, &r); err != nil {
+				t.Fatalf("reply %q: %v", msg.Data, err)
+			}
+			if st := r.GetStatus(); st.GetCode() != tt.code || !strings.Contains(st.GetMessage(), tt.want) {
+				t.Fatalf("status %v %q, want %v naming %q", st.GetCode(), st.GetMessage(), tt.code, tt.want)
+			}
+		})
+	}
+}
+
 // A request on an operation that does not exist finds no responders: the
 // agent subscribes to nothing that overlaps its endpoints or the events.
 func TestUnknownOperationFindsNoResponders(t *testing.T) {

@@ -9,6 +9,7 @@
 package protocol
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -101,8 +102,14 @@ func IsJSON(h map[string][]string) bool {
 
 // Decode reads a body into m. Unknown fields are an error in both
 // encodings: a field this agent does not know would be silently ignored.
+// An empty body (in JSON: nothing but white space) is m with every field
+// at its default, in both encodings, as protobuf reads it.
 func Decode(data []byte, json bool, m proto.Message) error {
 	if json {
+		if len(bytes.TrimSpace(data)) == 0 {
+			proto.Reset(m)
+			return nil
+		}
 		if err := protojson.Unmarshal(data, m); err != nil {
 			return fmt.Errorf("malformed JSON body: %w", err)
 		}
