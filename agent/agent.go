@@ -618,8 +618,9 @@ func (s *Service) answerMalformed(m *nats.Msg) {
 		&messages.ErrorReply{Status: protocol.Status(err)})
 }
 
-// respond sends out to reply. A reply that cannot be encoded is replaced
-// by a CODE_INTERNAL one, so the caller is never left waiting.
+// respond sends out to reply. A reply that cannot be encoded, or is too
+// large to publish, is replaced by a CODE_INTERNAL one, so the caller is
+// never left waiting.
 func (s *Service) respond(reply string, json bool, out proto.Message) {
 	data, err := protocol.Encode(out, json)
 	if err != nil {
@@ -634,7 +635,17 @@ func (s *Service) respond(reply string, json bool, out proto.Message) {
 	if json {
 		msg.Header = nats.Header{protocol.HeaderContentType: []string{protocol.ContentTypeJSON}}
 	}
-	if err := s.cfg.Conn.PublishMsg(msg); err != nil {
+	err = s.cfg.Conn.PublishMsg(msg)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// Tell the caller rather than leave it waiting out its timeout.
+		s.cfg.Logger.Error("send reply", "error", err, "bytes", len(data))
+		st := protocol.Status(fmt.Errorf("%w: the agent's reply (%d bytes) exceeds the server's max payload (%d bytes)",
+			protocol.ErrInternal, len(data), s.cfg.Conn.MaxPayload()))
+		if msg.Data, err = protocol.Encode(&messages.ErrorReply{Status: st}, json); err == nil {
+			err = s.cfg.Conn.PublishMsg(msg)
+		}
+	}
+	if err != nil {
 		s.cfg.Logger.Warn("send reply", "error", err)
 	}
 }
