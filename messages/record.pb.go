@@ -141,7 +141,8 @@ type ExpiredEvent struct {
 	Lease     string                 `protobuf:"bytes,2,opt,name=lease,proto3" json:"lease,omitempty"`
 	// The holder that held the lease until it expired.
 	Holder string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
-	// The KV revision (fencing token) of the record that was removed.
+	// The fencing token of the tenure that ended: the KV revision of the record
+	// that made holder the holder (not that of its last extension).
 	Revision      uint64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
