@@ -97,3 +97,27 @@ func TestValidPrefix(t *testing.T) {
 		}
 	}
 }
+
+func TestIsJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		header map[string][]string
+		want   bool
+	}{
+		{"no headers", nil, false},
+		{"as the Go client writes it", map[string][]string{"Content-Type": {"application/json"}}, true},
+		{"header name in lower case", map[string][]string{"content-type": {"application/json"}}, true},
+		{"media type in upper case", map[string][]string{"Content-Type": {"Application/JSON"}}, true},
+		{"with a charset", map[string][]string{"Content-Type": {"application/json; charset=utf-8"}}, true},
+		{"protobuf", map[string][]string{"Content-Type": {"application/protobuf"}}, false},
+		{"a media type that only starts alike", map[string][]string{"Content-Type": {"application/jsonl"}}, false},
+		{"empty value", map[string][]string{"Content-Type": {}}, false},
+		{"another header", map[string][]string{"Accept": {"application/json"}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := protocol.IsJSON(tc.header); got != tc.want {
+				t.Errorf("IsJSON(%v) = %v, want %v", tc.header, got, tc.want)
+			}
+		})
+	}
+}
