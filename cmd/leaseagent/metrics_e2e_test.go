@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,5 +99,29 @@ func TestServeLimitFlagsAreChecked(t *testing.T) {
 		if _, stderr, code := cli(t, "", append([]string{"serve", "--data-dir", t.TempDir()}, args...)...); code != exitUsage || !strings.Contains(stderr, args[0]) {
 			t.Errorf("serve %v: exit %d, stderr %q; want %d naming the flag", args, code, stderr, exitUsage)
 		}
+	}
+}
+
+// A bucket name or a metrics address that cannot work is a usage error,
+// found before serve starts anything: the data directory is not created.
+func TestServeNameAndAddressFlagsAreChecked(t *testing.T) {
+	for _, tc := range []struct {
+		flag, value string
+	}{
+		{"--bucket", "bad bucket"},
+		{"--bucket", "a.b"},
+		{"--metrics-listen", "nonsense"},
+		{"--metrics-listen", "127.0.0.1:70000"},
+	} {
+		t.Run(tc.flag+"="+tc.value, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			_, stderr, code := cli(t, "", "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, tc.flag, tc.value)
+			if code != exitUsage || !strings.Contains(stderr, tc.flag) {
+				t.Errorf("serve %s %q: exit %d, stderr %q; want %d naming the flag", tc.flag, tc.value, code, stderr, exitUsage)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("serve %s %q left its data directory behind (stat: %v)", tc.flag, tc.value, err)
+			}
+		})
 	}
 }

@@ -128,9 +128,15 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		MarkerTTL:     a.markerTTL,
 		MetricsListen: a.metricsListen,
 	}
+	if err := checkBucket(cmd, a.bucket); err != nil {
+		return cfg, err
+	}
+	if a.metricsListen != "" {
+		if _, _, err := splitListen(a.metricsListen); err != nil {
+			return cfg, usagef(cmd, "--metrics-listen: %v", err)
+		}
+	}
 	switch {
-	case a.bucket == "":
-		return cfg, usagef(cmd, "--bucket must not be empty")
 	case a.replicas < 1:
 		return cfg, usagef(cmd, "--replicas must be at least 1, not %d", a.replicas)
 	case a.maxDuration <= 0:
@@ -170,6 +176,21 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 	}
 	cfg.Host, cfg.Port = host, port
 	return cfg, a.ownershipConfig(cmd, &cfg)
+}
+
+// checkBucket rejects a --bucket that is not a bucket name: letters,
+// digits, '-' and '_' (natskv.BucketConfig.Validate's rule), checked
+// before anything starts.
+func checkBucket(cmd *cobra.Command, bucket string) error {
+	if bucket == "" {
+		return usagef(cmd, "--bucket must not be empty")
+	}
+	for _, c := range []byte(bucket) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return usagef(cmd, "--bucket: %q may contain only letters, digits, '-' and '_'", bucket)
+		}
+	}
+	return nil
 }
 
 // splitListen parses host:port for the embedded server. An empty host means

@@ -115,8 +115,9 @@ func (a *app) runStatus(cmd *cobra.Command, _ []string) error {
 		return usagef(cmd, "--timeout must be positive, not %v", a.timeout)
 	case a.discoveryWait <= 0:
 		return usagef(cmd, "--discovery-wait must be positive, not %v", a.discoveryWait)
-	case a.bucket == "":
-		return usagef(cmd, "--bucket must not be empty")
+	}
+	if err := checkBucket(cmd, a.bucket); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
 	defer cancel()
@@ -137,9 +138,6 @@ func (a *app) runStatus(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	cfg := natskv.BucketConfig{JetStream: js, Name: a.bucket}
-	if err := cfg.Validate(); err != nil {
-		return usagef(cmd, "--bucket: %q may contain only letters, digits, '-' and '_'", a.bucket)
-	}
 	report, err := gatherStatus(ctx, nc, cfg, a.prefix, min(a.discoveryWait, a.timeout))
 	if err != nil {
 		return refusal(ctx, err)
