@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -457,6 +458,61 @@ func TestCLIUnavailable(t *testing.T) {
 	_, stderr := mustCLI(t, url, exitUnavailable, "claim", "ns", "l", "h", "10s")
 	checkErrorLine(t, stderr, "no servers available")
 	mustCLI(t, "", exitUnavailable, "check", "--nats-url", url, "ns", "l", "h")
+}
+
+// silentServer returns the URL of a TCP listener that accepts connections
+// and never says anything: a NATS server that is hung, or a port that a
+// firewall lets through to nothing that speaks NATS.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return "nats://" + l.Addr().String()
+}
+
+// A NATS server that does not answer within --timeout is unavailable
+// (exit 3), like one that refuses the connection.
+func TestCLIUnavailableWhenTheServerIsSilent(t *testing.T) {
+	url := silentServer(t)
+	for _, args := range [][]string{
+		{"claim", "ns", "l", "h", "10s"},
+		{"check", "ns", "l", "h"},
+		{"status"},
+		{"serve"},
+	} {
+		t.Run(args[0], func(t *testing.T) {
+			_, stderr, code := cli(t, "", append(args, "--nats-url", url, "--timeout", "500ms")...)
+			if code != exitUnavailable {
+				t.Errorf("leaseagent %s against a silent server: exit %d, stderr %q; want %d", strings.Join(args, " "), code, stderr, exitUnavailable)
+			}
+			checkErrorLine(t, stderr, "timeout")
+		})
+	}
 }
 
 func TestCLIUsage(t *testing.T) {

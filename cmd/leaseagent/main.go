@@ -172,6 +172,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -250,11 +251,21 @@ func exitCode(err error) int {
 	case errors.Is(err, protocol.ErrUnavailable),
 		errors.Is(err, nats.ErrNoServers),
 		errors.Is(err, nats.ErrNoResponders),
-		errors.Is(err, syscall.ECONNREFUSED):
+		errors.Is(err, syscall.ECONNREFUSED),
+		isNetTimeout(err):
 		return exitUnavailable
 	default:
 		return exitOther
 	}
+}
+
+// isNetTimeout says whether err is a network operation that timed out: a
+// NATS server that accepted the connection but did not answer in time, or
+// one that cannot be reached at all. (Not context.DeadlineExceeded, which
+// is a net.Error too: wait's "still held" is not unavailability.)
+func isNetTimeout(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Timeout()
 }
 
 // usageError is a mistake on the command line: wrong arguments, a bad flag

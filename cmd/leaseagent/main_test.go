@@ -44,6 +44,7 @@ func TestExitCode(t *testing.T) {
 		{"no servers", fmt.Errorf("connect: %w", nats.ErrNoServers), 3},
 		{"no responders", nats.ErrNoResponders, 3},
 		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, 3},
+		{"read timeout", fmt.Errorf("connect: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), 3},
 		{"internal", fmt.Errorf("claim: %w", protocol.ErrInternal), 4},
 		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), 4},
 		{"other", errors.New("disk on fire"), 4},
