@@ -11,6 +11,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
 
@@ -107,6 +108,13 @@ func (e *Election) validate() error {
 func (n *Namespace) Elect(ctx context.Context, e Election) error {
 	if err := e.validate(); err != nil {
 		return err
+	}
+	// Checked here, before subscribing to the lease's events: an empty
+	// name makes no subject, and would fail as if NATS were unavailable.
+	for _, name := range []struct{ what, name string }{{"namespace", n.name}, {"lease", e.Lease}, {"holder", e.Holder}} {
+		if err := natskv.CheckName(name.what, name.name); err != nil {
+			return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+		}
 	}
 	expired := make(chan struct{}, 1)
 	subs, err := n.electionEvents(e, expired)

@@ -15,6 +15,7 @@ import (
 	"github.com/leaseagent/lease/client"
 	"github.com/leaseagent/lease/clock"
 	"github.com/leaseagent/lease/internal/testenv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // Elections run on real time: the agent's clock and the candidates' must
@@ -312,10 +313,13 @@ func TestElectionConfigIsValidated(t *testing.T) {
 		"no run":          {Lease: "l", Holder: "h", Duration: time.Second},
 		"renew too late":  {Lease: "l", Holder: "h", Duration: time.Second, RenewEvery: time.Second, Run: run},
 		"negative margin": {Lease: "l", Holder: "h", Duration: time.Second, Margin: -1, Run: run},
+		"empty lease":     {Holder: "h", Duration: time.Second, Run: run},
+		"empty holder":    {Lease: "l", Duration: time.Second, Run: run},
+		"bad lease":       {Lease: "a.b", Holder: "h", Duration: time.Second, Run: run},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := n.Elect(context.Background(), el); err == nil {
-				t.Fatal("Elect = nil, want a configuration error")
+			if err := n.Elect(context.Background(), el); !errors.Is(err, protocol.ErrInvalidArgument) {
+				t.Fatalf("Elect = %v, want an invalid-argument error", err)
 			}
 		})
 	}

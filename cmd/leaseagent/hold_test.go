@@ -136,3 +136,29 @@ func TestHoldUsage(t *testing.T) {
 		}
 	}
 }
+
+// A name the agent would refuse is a usage error (exit 2) naming it, and
+// the command does not run.
+func TestHoldRejectsBadNames(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	for _, tc := range []struct {
+		name, ns, lease, holder, want string
+	}{
+		{"empty namespace", "", "job", "a", "invalid namespace name"},
+		{"empty lease", "ns", "", "a", "invalid lease name"},
+		{"empty holder", "ns", "job", "", "invalid holder name"},
+		{"space in lease", "ns", "the job", "a", "invalid lease name"},
+		{"dot in lease", "ns", "job.1", "a", "invalid lease name"},
+		{"space in holder", "ns", "job", "host a", "invalid holder name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := cli(t, d.url, "hold", "--timeout", "5s", tc.ns, tc.lease, tc.holder, "3s", "--", "echo", "ran")
+			if code != exitUsage || !strings.Contains(stderr, tc.want) {
+				t.Errorf("hold %q %q %q: exit %d, stderr %q; want %d saying %q", tc.ns, tc.lease, tc.holder, code, stderr, exitUsage, tc.want)
+			}
+			if stdout != "" {
+				t.Errorf("hold %q %q %q ran its command: stdout %q", tc.ns, tc.lease, tc.holder, stdout)
+			}
+		})
+	}
+}
