@@ -84,6 +84,10 @@ func (e *Election) validate() error {
 	if e.RetryEvery == 0 {
 		e.RetryEvery = e.Duration / 3
 	}
+	if e.RenewEvery == 0 || e.RetryEvery == 0 {
+		// Timers of zero would claim in a busy loop.
+		return fmt.Errorf("%w: Election.Duration: %v is too short to renew or retry in", protocol.ErrInvalidArgument, e.Duration)
+	}
 	if e.RenewEvery+e.Margin >= e.Duration {
 		return fmt.Errorf("%w: Election: RenewEvery %v plus Margin %v leaves no time to renew within Duration %v",
 			protocol.ErrInvalidArgument, e.RenewEvery, e.Margin, e.Duration)

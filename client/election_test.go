@@ -313,6 +313,7 @@ func TestElectionConfigIsValidated(t *testing.T) {
 		"no run":          {Lease: "l", Holder: "h", Duration: time.Second},
 		"renew too late":  {Lease: "l", Holder: "h", Duration: time.Second, RenewEvery: time.Second, Run: run},
 		"negative margin": {Lease: "l", Holder: "h", Duration: time.Second, Margin: -1, Run: run},
+		"nanoseconds":     {Lease: "l", Holder: "h", Duration: 2, Run: run},
 		"empty lease":     {Holder: "h", Duration: time.Second, Run: run},
 		"empty holder":    {Lease: "l", Duration: time.Second, Run: run},
 		"bad lease":       {Lease: "a.b", Holder: "h", Duration: time.Second, Run: run},

@@ -22,10 +22,11 @@ func newHoldCommand(a *app) *cobra.Command {
 		Use:   "hold NS LEASE HOLDER DURATION -- CMD [ARGS...]",
 		Short: "Run a command while holding a lease",
 		Long: "hold waits until HOLDER can claim LEASE, then runs CMD while renewing the lease\n" +
-			"every DURATION/3. If a renewal is denied or cannot be made in time, CMD gets\n" +
-			"SIGTERM DURATION/5 before the lease could pass to anyone else, and SIGKILL half\n" +
-			"of that later. When CMD exits the lease is released, and hold exits with CMD's\n" +
-			"status; it exits 1 if the lease was lost. Like 'consul lock' and flock(1).",
+			"every DURATION/3 (DURATION is at least 100ms). If a renewal is denied or cannot\n" +
+			"be made in time, CMD gets SIGTERM DURATION/5 before the lease could pass to anyone\n" +
+			"else, and SIGKILL half of that later. When CMD exits the lease is released, and\n" +
+			"hold exits with CMD's status; it exits 1 if the lease was lost. Like 'consul lock'\n" +
+			"and flock(1).",
 		Example: "  leaseagent hold myapp cron host-1 30s -- ./nightly-job.sh",
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
@@ -38,6 +39,9 @@ func newHoldCommand(a *app) *cobra.Command {
 			d, err := time.ParseDuration(args[3])
 			if err != nil || d <= 0 {
 				return usagef(cmd, "bad DURATION %q: want a positive Go duration such as 30s", args[3])
+			}
+			if d < minHoldDuration {
+				return usagef(cmd, "DURATION %v is too short: at least %v, so that renewals every third of it reach the agent in time", d, minHoldDuration)
 			}
 			// It waits for the lease until interrupted, unless --timeout
 			// is given; the command, once started, runs for as long as it
@@ -52,6 +56,12 @@ func newHoldCommand(a *app) *cobra.Command {
 		},
 	}
 }
+
+// minHoldDuration is the shortest DURATION hold takes: a renewal every
+// third of it must reach the agent and come back in time (as for
+// --ownership-duration). Below it, every claim's answer would come too late
+// to run the command on, and hold would claim and release in a loop.
+const minHoldDuration = 100 * time.Millisecond
 
 // commandExit is the exit status of the command hold ran: leaseagent exits
 // with it, and prints nothing of its own.

@@ -162,3 +162,24 @@ func TestHoldRejectsBadNames(t *testing.T) {
 		})
 	}
 }
+
+// A DURATION too short for a renewal to reach the agent in time is a usage
+// error: hold would otherwise claim and release in a loop for ever, never
+// running its command. The shortest allowed still runs it.
+func TestHoldRejectsDurationsTooShortToRenew(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	for _, duration := range []string{"1ns", "2ns", "1us", "99ms"} {
+		t.Run(duration, func(t *testing.T) {
+			stdout, stderr, code := cli(t, d.url, "hold", "ns", "job", "a", duration, "--", "echo", "ran")
+			if code != exitUsage || !strings.Contains(stderr, "DURATION") {
+				t.Errorf("hold with DURATION %s: exit %d, stderr %q; want %d naming DURATION", duration, code, stderr, exitUsage)
+			}
+			if stdout != "" {
+				t.Errorf("hold with DURATION %s ran its command: stdout %q", duration, stdout)
+			}
+		})
+	}
+	if stdout, stderr, code := cli(t, d.url, "hold", "ns", "job", "a", minHoldDuration.String(), "--", "echo", "ran"); code != 0 || stdout != "ran\n" {
+		t.Errorf("hold with DURATION %v: exit %d, stdout %q, stderr %q; want it to run its command", minHoldDuration, code, stdout, stderr)
+	}
+}

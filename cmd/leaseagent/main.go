@@ -31,7 +31,8 @@
 //	leaseagent wait NS LEASE                   block until LEASE is not held
 //	leaseagent watch [NS]                      print claimed and expired events as they happen
 //	leaseagent hold NS LEASE HOLDER DURATION -- CMD [ARGS...]
-//	                                           run CMD while holding LEASE; exit with its status
+//	                                           run CMD while holding LEASE (DURATION at least
+//	                                           100ms); exit with its status
 //	leaseagent status [--json]                 show the NATS nodes, the agents, the namespaces'
 //	                                           owners and lease counts (see docs/operations.md)
 //	leaseagent version                         print the version
