@@ -522,8 +522,14 @@ func TestCLIUsage(t *testing.T) {
 		{"release", "ns", "l", "h", "x"},
 		{"leases", "--no-such-flag", "ns"},
 		{"frobnicate"},
+		{"check", "--nats-url", "nats://u:secret@bad host:4222", "ns", "l", "h"},
+		{"status", "--nats-url", "nats://[::1"},
+		{"serve", "--nats-url", "nats://bad host:4222"},
 	} {
 		_, stderr := mustCLI(t, "", exitUsage, args...)
 		checkErrorLine(t, stderr, "see 'leaseagent")
+		if strings.Contains(stderr, "secret") {
+			t.Errorf("leaseagent %s: stderr %q shows the password", strings.Join(args, " "), stderr)
+		}
 	}
 }

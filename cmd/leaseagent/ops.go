@@ -160,6 +160,9 @@ func newWatchCommand(a *app) *cobra.Command {
 // natsOptions returns the connection options of the authentication and TLS
 // flags.
 func (a *app) natsOptions(cmd *cobra.Command) ([]nats.Option, error) {
+	if err := checkNATSURL(a.natsURL); err != nil {
+		return nil, usagef(cmd, "--nats-url: %v", err)
+	}
 	var opts []nats.Option
 	if a.creds != "" {
 		opts = append(opts, nats.UserCredentials(a.creds))
@@ -228,6 +231,41 @@ func (a *app) withNamespace(cmd *cobra.Command, ns string, bounded bool, fn func
 		return usagef(cmd, "--prefix: %v", err)
 	}
 	return refusal(ctx, fn(ctx, c.Namespace(ns)))
+}
+
+// checkNATSURL returns an error for a comma-separated list of NATS URLs
+// that nats.Connect could not parse, read as it reads them (a URL without
+// a scheme gets nats://). It names the URL, with any user and password
+// hidden.
+func checkNATSURL(urls string) error {
+	for _, u := range strings.Split(urls, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			continue
+		}
+		full := u
+		if !strings.Contains(full, "://") {
+			full = "nats://" + full
+		}
+		if _, err := url.Parse(full); err != nil {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err // its message repeats the URL, password and all
+			}
+			// Unparsed, it cannot be redacted: hide all before an '@'.
+			if at := strings.LastIndex(u, "@"); at >= 0 {
+				scheme, _, _ := strings.Cut(u, "://")
+				if scheme == u {
+					scheme = ""
+				} else {
+					scheme += "://"
+				}
+				u = scheme + "xxxxx" + u[at:]
+			}
+			return fmt.Errorf("bad URL %q: %v", u, err)
+		}
+	}
+	return nil
 }
 
 // redactURL hides the passwords in a comma-separated list of NATS URLs.
