@@ -50,9 +50,16 @@ func newHoldCommand(a *app) *cobra.Command {
 			if cmd.Flags().Changed("timeout") {
 				within = a.timeout
 			}
-			return a.withNamespace(cmd, args[0], false, func(ctx context.Context, ns *client.Namespace) error {
+			err = a.withNamespace(cmd, args[0], false, func(ctx context.Context, ns *client.Namespace) error {
 				return hold(ctx, ns, args[1], args[2], d, within, args[4:])
 			})
+			// Stopped while waiting for the lease. (Once the command
+			// runs, hold exits with its status, signalled or not.)
+			var cmdExit *commandExit
+			if err != nil && cmd.Context().Err() != nil && !errors.As(err, &cmdExit) {
+				return fmt.Errorf("hold %s/%s for %s: %w", args[0], args[1], args[2], interrupted(cmd.Context()))
+			}
+			return err
 		},
 	}
 }

@@ -183,3 +183,33 @@ func TestHoldRejectsDurationsTooShortToRenew(t *testing.T) {
 		t.Errorf("hold with DURATION %v: exit %d, stdout %q, stderr %q; want it to run its command", minHoldDuration, code, stdout, stderr)
 	}
 }
+
+// wait and hold (still waiting for its lease) stopped by a signal say
+// so, and exit 4 rather than 0: the lease is still held by another.
+func TestWaitAndHoldSayTheyWereInterrupted(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	mustCLI(t, d.url, 0, "claim", "ns", "job", "other", "1m")
+	for _, tc := range []struct {
+		name string
+		args []string
+		sig  syscall.Signal
+		want string
+	}{
+		{"wait SIGTERM", []string{"wait", "ns", "job"}, syscall.SIGTERM, "wait for ns/job: interrupted: terminated signal received"},
+		{"wait SIGINT", []string{"wait", "ns", "job"}, syscall.SIGINT, "wait for ns/job: interrupted: interrupt signal received"},
+		{"hold SIGTERM", []string{"hold", "ns", "job", "a", "10s", "--", "echo", "ran"}, syscall.SIGTERM, "hold ns/job for a: interrupted: terminated signal received"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// At debug, the command says when it has connected: it
+			// handles signals from before that.
+			p := start(t, d.url, append([]string{"--log-level", "debug"}, tc.args...)...)
+			lineContaining(t, p.stderr, "msg=connected")
+			if code := p.stop(t, tc.sig); code != exitOther {
+				t.Errorf("leaseagent %s after %v: exit %d, want %d", strings.Join(tc.args, " "), tc.sig, code, exitOther)
+			}
+			if logs := p.logs.String(); !strings.HasSuffix(logs, "\nleaseagent: "+tc.want+"\n") {
+				t.Errorf("leaseagent %s after %v: stderr %q, want it to end with %q", strings.Join(tc.args, " "), tc.sig, logs, tc.want)
+			}
+		})
+	}
+}

@@ -135,7 +135,9 @@
 // # Output
 //
 // claim, release and wait print nothing when they succeed (wait with
-// --timeout exits 4 if the lease is still held when it runs out). check prints the
+// --timeout exits 4 if the lease is still held when it runs out; so do wait,
+// and hold still waiting for its lease, stopped by SIGINT or SIGTERM, saying
+// "interrupted"). check prints the
 // fencing token (the KV revision that made HOLDER the holder). leases prints
 // a table of LEASE, HOLDER, EXPIRES-IN and REVISION sorted by lease. watch
 // prints one line per event:

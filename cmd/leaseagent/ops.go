@@ -103,13 +103,17 @@ func newWaitCommand(a *app) *cobra.Command {
 		Args: exactArgs("NS", "LEASE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bounded := cmd.Flags().Changed("timeout")
-			return a.withNamespace(cmd, args[0], bounded, func(ctx context.Context, ns *client.Namespace) error {
+			err := a.withNamespace(cmd, args[0], bounded, func(ctx context.Context, ns *client.Namespace) error {
 				err := wait(ctx, ns, args[1])
 				if bounded && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, protocol.ErrUnavailable) {
 					return fmt.Errorf("wait for %s/%s: still held after %v", args[0], args[1], a.timeout)
 				}
 				return err
 			})
+			if err != nil && cmd.Context().Err() != nil {
+				return fmt.Errorf("wait for %s/%s: %w", args[0], args[1], interrupted(cmd.Context()))
+			}
+			return err
 		},
 	}
 }
@@ -155,6 +159,13 @@ func newWatchCommand(a *app) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// interrupted is the error of a command that a signal stopped before it
+// was done (exit 4: not 0, since it did not do what it was asked, nor 3,
+// since the agent did answer).
+func interrupted(ctx context.Context) error {
+	return fmt.Errorf("interrupted: %v", context.Cause(ctx))
 }
 
 // natsOptions returns the connection options of the authentication and TLS
@@ -226,6 +237,7 @@ func (a *app) withNamespace(cmd *cobra.Command, ns string, bounded bool, fn func
 		return err
 	}
 	defer nc.Close()
+	a.logger().Debug("connected", "url", nc.ConnectedUrlRedacted())
 	c, err := client.New(nc, client.WithPrefix(a.prefix))
 	if err != nil {
 		return usagef(cmd, "--prefix: %v", err)
