@@ -308,6 +308,9 @@ func newRootCommand(a *app) *cobra.Command {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if d, ok := negativeDuration(cmd, err); ok {
+			return usagef(cmd, "DURATION must be positive, not %s", d)
+		}
 		return &usageError{command: cmd.CommandPath(), err: err}
 	})
 	a.addGlobalFlags(root.PersistentFlags())
@@ -325,6 +328,27 @@ func newRootCommand(a *app) *cobra.Command {
 		newVersionCommand(a),
 	)
 	return root
+}
+
+// negativeDuration says whether err is the flag parser's complaint about a
+// negative DURATION given to claim or hold ("unknown shorthand flag: '5' in
+// -5s", since it begins with '-'), and returns that argument.
+func negativeDuration(cmd *cobra.Command, err error) (string, bool) {
+	if cmd.Name() != "claim" && cmd.Name() != "hold" {
+		return "", false
+	}
+	msg, ok := strings.CutPrefix(err.Error(), "unknown shorthand flag: ")
+	if !ok {
+		return "", false
+	}
+	_, arg, ok := strings.Cut(msg, " in ")
+	if !ok {
+		return "", false
+	}
+	if _, err := time.ParseDuration(arg); err != nil {
+		return "", false
+	}
+	return arg, true
 }
 
 // rootArgs rejects arguments that name no subcommand.

@@ -169,6 +169,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"claim", "ns", "l", "h", "soon"}, `bad DURATION "soon"`},
 		{[]string{"claim", "--", "ns", "l", "h", "-1s"}, "DURATION must be positive"},
 		{[]string{"claim", "ns", "l", "h", "0s"}, "DURATION must be positive"},
+		{[]string{"claim", "ns", "l", "h", "-5s"}, "DURATION must be positive, not -5s"},
+		{[]string{"hold", "ns", "l", "h", "-5s", "--", "true"}, "DURATION must be positive, not -5s"},
 		{[]string{"release", "ns", "l"}, "release needs NS LEASE HOLDER, got 2 arguments"},
 		{[]string{"check", "ns", "l", "h", "x"}, "check needs NS LEASE HOLDER, got 4 arguments"},
 		{[]string{"leases"}, "leases needs NS, got 0 arguments"},
