@@ -54,6 +54,7 @@
 //	--timeout DURATION   how long a command waits for the agent, or serve for
 //	                     its store at startup (default 10s); wait and watch
 //	                     wait until interrupted unless --timeout is given
+//	                     (also as LEASEAGENT_TIMEOUT or in the config file)
 //	--log-level LEVEL    debug, info, warn or error (default info)
 //	--log-format FORMAT  text or json (default text); lease state changes
 //	                     (claimed, expired, released) are logged at info,
