@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -449,5 +450,33 @@ func TestServeInProcess(t *testing.T) {
 				t.Errorf("logs lack the stopped line")
 			}
 		})
+	}
+}
+
+// A credentials, certificate or key file that cannot be read is a usage
+// error naming its flag, found before connecting or starting anything.
+func TestUnreadableSecurityFilesAreUsageErrors(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	notPEM := writeFile(t, "not.pem", "not a certificate")
+	dataDir := filepath.Join(dir, "data")
+	client := []string{"check", "--nats-url", "nats://127.0.0.1:1", "ns", "l", "h"}
+	serve := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"creds missing", append(client, "--creds", missing), "--creds"},
+		{"tls-ca missing", append(client, "--tls-ca", missing), "--tls-ca"},
+		{"tls-ca not PEM", append(client, "--tls-ca", notPEM), "--tls-ca"},
+		{"tls-cert missing", append(client, "--tls-cert", missing, "--tls-key", missing), "--tls-cert"},
+		{"tls-listen-cert missing", append(serve, "--tls-listen-cert", missing, "--tls-listen-key", missing), "--tls-listen-cert"},
+		{"tls-listen-cert not PEM", append(serve, "--tls-listen-cert", notPEM, "--tls-listen-key", notPEM), "--tls-listen-cert"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { requireUsageError(t, tc.want, tc.args...) })
+	}
+	if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("serve left its data directory behind (stat: %v)", err)
 	}
 }

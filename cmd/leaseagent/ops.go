@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -192,6 +193,14 @@ func (a *app) natsOptions(cmd *cobra.Command) ([]nats.Option, error) {
 	}
 	if a.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
+	}
+	if a.creds != "" {
+		if _, err := os.ReadFile(a.creds); err != nil {
+			return nil, usagef(cmd, "--creds: %v", err)
+		}
+	}
+	if err := checkTLSFiles(cmd, "--tls-cert", "--tls-key", "--tls-ca", a.tlsCert, a.tlsKey, a.tlsCA); err != nil {
+		return nil, err
 	}
 	more, err := a.clientSecurityOptions(cmd)
 	if err != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,6 +132,28 @@ func (a *app) securityConfig(cmd *cobra.Command, cfg *serveConfig) error {
 	cfg.AgentOptions = agent
 	if err := (embedded.Config{DataDir: "-", Auth: cfg.Auth, TLS: cfg.TLS}).Validate(); err != nil {
 		return usagef(cmd, "%s", flagNamesIn(err.Error()))
+	}
+	return checkTLSFiles(cmd, "--tls-listen-cert", "--tls-listen-key", "--tls-listen-ca", cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.CAFile)
+}
+
+// checkTLSFiles loads a certificate and key (if certFile is set) and a CA
+// file (if caFile is set) as the NATS server or client will, so that a
+// file that is missing or holds no PEM is a usage error naming its flag,
+// before anything connects or starts.
+func checkTLSFiles(cmd *cobra.Command, certFlag, keyFlag, caFlag, certFile, keyFile, caFile string) error {
+	if certFile != "" {
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return usagef(cmd, "%s %s, %s %s: %v", certFlag, certFile, keyFlag, keyFile, err)
+		}
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return usagef(cmd, "%s: %v", caFlag, err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return usagef(cmd, "%s: %s holds no PEM certificate", caFlag, caFile)
+		}
 	}
 	return nil
 }
