@@ -155,3 +155,16 @@ func TestClusteredEmbedded(t *testing.T) {
 		}
 	}
 }
+
+// An agent refused at startup (its ID is taken) says why in one line: its
+// own closing of the connection is not a disconnection to warn about.
+func TestServeWithATakenAgentIDSaysOnlyThat(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	for range 3 {
+		_, stderr, code := cli(t, "", "serve", "--nats-url", d.url, "--agent-id", "leaseagent")
+		if code != exitOther {
+			t.Fatalf("serve with a taken --agent-id: exit %d, want %d; stderr %q", code, exitOther, stderr)
+		}
+		checkErrorLine(t, stderr, `another agent already runs as "leaseagent"`)
+	}
+}

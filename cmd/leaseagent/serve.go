@@ -227,7 +227,10 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		opts := append([]nats.Option{
 			nats.Name("leaseagent"),
 			nats.MaxReconnects(-1),
-			nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+				if nc.IsClosed() {
+					return // closed by serve itself, stopping
+				}
 				logger.Warn("disconnected from NATS", "err", err)
 			}),
 			nats.ReconnectHandler(func(nc *nats.Conn) {
