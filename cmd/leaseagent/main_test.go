@@ -190,6 +190,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--replicas", "0"}, "--replicas must be at least 1"},
 		{[]string{"--max-duration", "0s"}, "--max-duration must be positive"},
 		{[]string{"--nats-url", "nats://127.0.0.1:1", "--data-dir", "x"}, "cannot be used with --nats-url"},
+		{[]string{"check", "--nats-url", "", "ns", "l", "h"}, "--nats-url must not be empty"},
+		{[]string{"check", "--nats-url", " , ", "ns", "l", "h"}, "--nats-url must not be empty"},
 		{[]string{"claim", "--tls-cert", "c.pem", "ns", "l", "h", "1s"}, "--tls-cert and --tls-key must be given together"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) { requireUsageError(t, tc.want, tc.args...) })

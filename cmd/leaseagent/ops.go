@@ -172,6 +172,10 @@ func interrupted(ctx context.Context) error {
 // natsOptions returns the connection options of the authentication and TLS
 // flags.
 func (a *app) natsOptions(cmd *cobra.Command) ([]nats.Option, error) {
+	if strings.Trim(a.natsURL, " ,") == "" {
+		// For serve it would otherwise mean the embedded server.
+		return nil, usagef(cmd, "--nats-url must not be empty")
+	}
 	if err := checkNATSURL(a.natsURL); err != nil {
 		return nil, usagef(cmd, "--nats-url: %v", err)
 	}
