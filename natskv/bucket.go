@@ -85,7 +85,7 @@ func (c BucketConfig) Validate() error {
 	switch {
 	case c.JetStream == nil:
 		return errors.New("natskv: BucketConfig.JetStream: must not be nil")
-	case c.Name != "" && !validBucketName(c.Name):
+	case c.Name != "" && !ValidBucketName(c.Name):
 		return fmt.Errorf("natskv: BucketConfig.Name: %q may contain only letters, digits, '-' and '_'", c.Name)
 	case c.Replicas < 0 || c.Replicas > 5:
 		return fmt.Errorf("natskv: BucketConfig.Replicas: %d is not between 1 and 5", c.Replicas)
@@ -99,7 +99,9 @@ func (c BucketConfig) Validate() error {
 	return nil
 }
 
-func validBucketName(name string) bool {
+// ValidBucketName reports whether name may name a bucket: letters, digits,
+// '-' and '_' only.
+func ValidBucketName(name string) bool {
 	return isPlain(name)
 }
 

@@ -178,17 +178,14 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 	return cfg, a.ownershipConfig(cmd, &cfg)
 }
 
-// checkBucket rejects a --bucket that is not a bucket name: letters,
-// digits, '-' and '_' (natskv.BucketConfig.Validate's rule), checked
-// before anything starts.
+// checkBucket rejects a --bucket that is not a bucket name, before
+// anything starts.
 func checkBucket(cmd *cobra.Command, bucket string) error {
-	if bucket == "" {
+	switch {
+	case bucket == "":
 		return usagef(cmd, "--bucket must not be empty")
-	}
-	for _, c := range []byte(bucket) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return usagef(cmd, "--bucket: %q may contain only letters, digits, '-' and '_'", bucket)
-		}
+	case !natskv.ValidBucketName(bucket):
+		return usagef(cmd, "--bucket: %q may contain only letters, digits, '-' and '_'", bucket)
 	}
 	return nil
 }
