@@ -424,7 +424,6 @@ func (x *CheckReply) GetKey() string {
 	return ""
 }
 
-// ListRequest asks for the leases held in a namespace.
 // ListRequest asks for the held leases of a namespace, in name order, one
 // page at a time: a reply holds as many as fit in one NATS message (or
 // limit), and its next says where the following page starts.
