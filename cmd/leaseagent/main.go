@@ -408,7 +408,10 @@ func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
 	if err := a.applyConfig(cmd); err != nil {
 		return err
 	}
-	return a.checkLogFormat(cmd)
+	if err := a.checkLogFormat(cmd); err != nil {
+		return err
+	}
+	return a.checkPrefix(cmd)
 }
 
 // bindEnv sets each flag of fs that was not given on the command line from
@@ -534,6 +537,16 @@ func (a *app) logger() *slog.Logger {
 func (a *app) checkLogFormat(cmd *cobra.Command) error {
 	if a.logFormat != "text" && a.logFormat != "json" {
 		return usagef(cmd, "--log-format must be text or json, not %q", a.logFormat)
+	}
+	return nil
+}
+
+// checkPrefix rejects a --prefix that cannot begin subjects, before any
+// command connects or serve starts anything: an agent would otherwise be
+// started on subjects no client can use, and status would find no agents.
+func (a *app) checkPrefix(cmd *cobra.Command) error {
+	if !protocol.ValidPrefix(a.prefix) {
+		return usagef(cmd, "--prefix: %q is not a NATS subject prefix: one or more '.'-separated tokens without spaces or wildcards", a.prefix)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,5 +124,35 @@ func TestServeNameAndAddressFlagsAreChecked(t *testing.T) {
 				t.Errorf("serve %s %q left its data directory behind (stat: %v)", tc.flag, tc.value, err)
 			}
 		})
+	}
+}
+
+// A --prefix that is not a subject prefix is a usage error naming it, for
+// every command, found before anything starts: serve does not create its
+// data directory, and status and watch do not try to connect.
+func TestPrefixIsChecked(t *testing.T) {
+	for _, prefix := range []string{"", "a b", "a.>", "lease.*", ".lease"} {
+		for _, args := range [][]string{
+			{"serve", "--listen", "127.0.0.1:0"},
+			{"status"},
+			{"watch"},
+			{"leases", "ns"},
+		} {
+			t.Run(fmt.Sprintf("%s/%q", args[0], prefix), func(t *testing.T) {
+				dataDir := filepath.Join(t.TempDir(), "data")
+				natsURL := "nats://127.0.0.1:1"
+				args := append(slices.Clone(args), "--prefix", prefix)
+				if args[0] == "serve" {
+					natsURL, args = "", append(args, "--data-dir", dataDir)
+				}
+				_, stderr, code := cli(t, natsURL, args...)
+				if code != exitUsage || !strings.Contains(stderr, "--prefix") {
+					t.Errorf("%s --prefix %q: exit %d, stderr %q; want %d naming --prefix", args[0], prefix, code, stderr, exitUsage)
+				}
+				if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s --prefix %q left a data directory behind (stat: %v)", args[0], prefix, err)
+				}
+			})
+		}
 	}
 }
