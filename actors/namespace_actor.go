@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -250,12 +251,23 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		}
 	case actor.AutoReceiveMessage, actor.SystemMessage:
 	default:
+		defer a.logPanic()
 		a.current = msg
 		if h := a.rt.cfg.hooks.receive; h != nil {
 			h(a.name, msg)
 		}
 		a.receive(msg)
 		a.current = nil
+	}
+}
+
+// logPanic, deferred, logs a panic of the actor with its stack and panics
+// again, for Proto.Actor to restart the actor. (Proto.Actor logs the panic
+// only at info, which the manager does not pass on.)
+func (a *namespaceActor) logPanic() {
+	if r := recover(); r != nil {
+		a.log.Error("namespace actor panicked", "panic", fmt.Sprint(r), "message", fmt.Sprintf("%T", a.current), "stack", string(debug.Stack()))
+		panic(r)
 	}
 }
 

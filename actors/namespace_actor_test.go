@@ -613,6 +613,68 @@ func TestPanicInNamespaceActorIsSurvived(t *testing.T) {
 	h.expectExpired("ns", "kept", "h")
 }
 
+// recordLog is a slog handler that keeps the records it is given.
+type recordLog struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *recordLog) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *recordLog) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+
+func (l *recordLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *recordLog) WithGroup(string) slog.Handler      { return l }
+
+// errorsWith returns the messages of the records at error level that have
+// an attribute key whose value contains want.
+func (l *recordLog) errorsWith(key, want string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var msgs []string
+	for _, r := range l.records {
+		r.Attrs(func(a slog.Attr) bool {
+			if r.Level >= slog.LevelError && a.Key == key && strings.Contains(a.Value.String(), want) {
+				msgs = append(msgs, r.Message)
+				return false
+			}
+			return true
+		})
+	}
+	return msgs
+}
+
+// The panic that restarted a namespace actor is logged at error, with its
+// value and where it happened: the operator's alert on
+// leaseagent_actor_restarts_total sends them to the logs for it.
+func TestPanicInNamespaceActorIsLogged(t *testing.T) {
+	var once sync.Once
+	logs := &recordLog{}
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Logger = slog.New(logs)
+		cfg.hooks.receive = func(_ string, msg any) {
+			if m, ok := msg.(*claimRequest); ok && m.lease == "boom" {
+				once.Do(func() { panic("kaboom-42") })
+			}
+		}
+	})
+	n := h.start("ns")
+	if err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+	}
+	if msgs := logs.errorsWith("panic", "kaboom-42"); len(msgs) == 0 {
+		t.Errorf("no error logged with the panic's value")
+	}
+	if msgs := logs.errorsWith("stack", "TestPanicInNamespaceActorIsLogged"); len(msgs) == 0 {
+		t.Errorf("no error logged with the panic's stack")
+	}
+}
+
 // crashOnClaim is a store whose PrepareClaim of lease "boom" panics and
 // whose first Load waits for gate.
 type crashOnClaim struct {
