@@ -179,6 +179,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -222,14 +223,74 @@ func main() {
 // run executes the command line args and returns the exit code. Output goes
 // to stdout, logs and errors to stderr; lookupEnv reads the environment.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	root := newRootCommand(&app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv})
+	a := &app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+	root := newRootCommand(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var cmdExit *commandExit
 	if err != nil && !errors.As(err, &cmdExit) {
-		fmt.Fprintf(stderr, "leaseagent: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		msg := err.Error()
+		var usage *usageError
+		if errors.As(err, &usage) {
+			msg += a.sourcesOf(msg)
+		}
+		fmt.Fprintf(stderr, "leaseagent: %s\n", strings.ReplaceAll(msg, "\n", "; "))
 	}
 	return exitCode(err)
+}
+
+// sourcesOf says where each flag named in msg (as --name) was set, if not
+// on the command line: "; --nats-url is set by LEASEAGENT_NATS_URL".
+func (a *app) sourcesOf(msg string) string {
+	names := make([]string, 0, len(a.sources))
+	for name := range a.sources {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var notes strings.Builder
+	for _, name := range names {
+		if mentionsFlag(msg, name) {
+			fmt.Fprintf(&notes, "; --%s is set by %s", name, a.sources[name])
+		}
+	}
+	return notes.String()
+}
+
+// mentionsFlag says whether msg names the flag --name, and not only a
+// longer flag that begins with it (--auth-nkey-seed for --auth-nkey).
+func mentionsFlag(msg, name string) bool {
+	flag := "--" + name
+	for rest := msg; ; {
+		i := strings.Index(rest, flag)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(flag):]
+		if rest == "" || !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789-", rune(rest[0])) {
+			return true
+		}
+	}
+}
+
+// noteSources records, as set by source, each flag of fs that set (a
+// function setting flags from the environment or the config file) changed.
+func (a *app) noteSources(fs *pflag.FlagSet, source func(*pflag.Flag) string, set func() error) error {
+	unset := make(map[string]bool)
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !f.Changed {
+			unset[f.Name] = true
+		}
+	})
+	err := set()
+	fs.VisitAll(func(f *pflag.Flag) {
+		if unset[f.Name] && f.Changed {
+			if a.sources == nil {
+				a.sources = make(map[string]string)
+			}
+			a.sources[f.Name] = source(f)
+		}
+	})
+	return err
 }
 
 // exitCode maps an error to the process's exit code.
@@ -400,12 +461,17 @@ func argCount(n int) string {
 // bindEnv is the root's PersistentPreRunE: it sets the flags of cmd from the
 // environment.
 func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
-	if err := bindEnv(cmd.Flags(), a.lookupEnv); err != nil {
+	fs := cmd.Flags()
+	fromEnv := func(f *pflag.Flag) string { return envName(f.Name) }
+	if err := a.noteSources(fs, fromEnv, func() error { return bindEnv(fs, a.lookupEnv) }); err != nil {
 		return &usageError{command: cmd.CommandPath(), err: err}
 	}
 	// The config file fills in what the command line and the environment
 	// left unset: flag > environment > config file > default.
-	if err := a.applyConfig(cmd); err != nil {
+	fromFile := func(f *pflag.Flag) string {
+		return strings.ReplaceAll(f.Name, "-", "_") + " in " + a.configPath
+	}
+	if err := a.noteSources(fs, fromFile, func() error { return a.applyConfig(cmd) }); err != nil {
 		return err
 	}
 	if err := a.checkLogFormat(cmd); err != nil {
@@ -458,6 +524,10 @@ func newVersionCommand(a *app) *cobra.Command {
 type app struct {
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+
+	// sources says where each flag not given on the command line was set:
+	// its environment variable, or its key in the config file.
+	sources map[string]string
 
 	// Global flags.
 	natsURL   string

@@ -482,3 +482,35 @@ func TestUnreadableSecurityFilesAreUsageErrors(t *testing.T) {
 		t.Errorf("serve left its data directory behind (stat: %v)", err)
 	}
 }
+
+// A usage error about a flag that the environment or the config file set,
+// not the command line, says where it was set: an operator who exported
+// LEASEAGENT_NATS_URL for the operator commands is told why serve thinks
+// it was given --nats-url.
+func TestUsageErrorsSayWhereAFlagWasSet(t *testing.T) {
+	config := filepath.Join(t.TempDir(), "agent.toml")
+	if err := os.WriteFile(config, []byte("max_duration = \"-1h\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"environment", map[string]string{"LEASEAGENT_NATS_URL": "nats://127.0.0.1:1"},
+			[]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", "x"}, "--nats-url is set by LEASEAGENT_NATS_URL"},
+		{"config file", nil,
+			[]string{"serve", "--config", config}, "--max-duration is set by max_duration in " + config},
+		{"command line", nil,
+			[]string{"serve", "--max-duration", "0s"}, "--max-duration must be positive, not 0s (see 'leaseagent serve --help')\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, tc.env, tc.args...)
+			if code != exitUsage || stdout != "" {
+				t.Errorf("exit code %d, stdout %q; want %d and nothing", code, stdout, exitUsage)
+			}
+			checkErrorLine(t, stderr, tc.want)
+		})
+	}
+}
