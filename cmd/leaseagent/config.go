@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -58,7 +59,10 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 	if err != nil {
 		return usagef(cmd, "--%s: %v", configFlag, err)
 	}
-	if err := applyConfig(cmd.Root(), cmd.Flags(), data); err != nil {
+	// A spare command tree, bound to an app of its own, on which the values
+	// this command does not apply are checked without setting anything.
+	spare := newRootCommand(&app{stdout: io.Discard, stderr: io.Discard, lookupEnv: func(string) (string, bool) { return "", false }})
+	if err := applyConfig(spare, cmd.Flags(), data); err != nil {
 		return usagef(cmd, "config file %s: %v", a.configPath, err)
 	}
 	if a.policy, err = policy.Parse(data); err != nil {
@@ -69,14 +73,18 @@ func (a *app) applyConfig(cmd *cobra.Command) error {
 
 // applyConfig sets each flag of fs that is not changed from its key in
 // the TOML data. Every key must be a policy key or the name of a flag of
-// some command under root; keys for flags that fs lacks (listen, for a
-// claim) are allowed and ignored.
+// some command under root. A key for a flag that fs lacks (listen, for a
+// claim) or that the command line or the environment set is not applied,
+// but its value is checked all the same, on root's flag of that name: a
+// file shared by the daemon and the CLI must not hide a mistake until the
+// daemon restarts. root is a spare command tree: setting its flags must
+// change nothing that runs.
 func applyConfig(root *cobra.Command, fs *pflag.FlagSet, data []byte) error {
 	var values map[string]any
 	if _, err := toml.Decode(string(data), &values); err != nil {
 		return tomlError(err)
 	}
-	known := flagNames(root)
+	flags := rootFlags(root)
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
@@ -88,16 +96,17 @@ func applyConfig(root *cobra.Command, fs *pflag.FlagSet, data []byte) error {
 			continue
 		}
 		name := strings.ReplaceAll(key, "_", "-")
-		if strings.Contains(key, "-") || !known[name] || name == configFlag || name == "help" {
+		spare, known := flags[name]
+		if strings.Contains(key, "-") || !known || name == configFlag || name == "help" {
 			errs = append(errs, fmt.Errorf("unknown key %q; keys are flag names with '_' for '-' (%s) and the policy's (%s)",
-				key, strings.Join(fileKeys(known), ", "), strings.Join(policyKeys, ", ")))
+				key, strings.Join(fileKeys(flags), ", "), strings.Join(policyKeys, ", ")))
 			continue
 		}
-		f := fs.Lookup(name)
+		set, f := fs, fs.Lookup(name)
 		if f == nil || f.Changed {
-			continue
+			set, f = spare.set, spare.flag
 		}
-		if err := setFlag(fs, f, values[key]); err != nil {
+		if err := setFlag(set, f, values[key]); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 		}
 	}
@@ -146,24 +155,34 @@ func scalar(v any) (string, error) {
 	}
 }
 
-// flagNames returns the names of every flag of root and its subcommands.
-func flagNames(root *cobra.Command) map[string]bool {
-	names := make(map[string]bool)
+// namedFlag is a flag and the set it belongs to.
+type namedFlag struct {
+	set  *pflag.FlagSet
+	flag *pflag.Flag
+}
+
+// rootFlags returns every flag of root and its subcommands, by name.
+func rootFlags(root *cobra.Command) map[string]namedFlag {
+	flags := make(map[string]namedFlag)
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		for _, fs := range []*pflag.FlagSet{c.PersistentFlags(), c.LocalNonPersistentFlags(), c.Flags()} {
-			fs.VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+			fs.VisitAll(func(f *pflag.Flag) {
+				if _, ok := flags[f.Name]; !ok {
+					flags[f.Name] = namedFlag{fs, f}
+				}
+			})
 		}
 		for _, sub := range c.Commands() {
 			walk(sub)
 		}
 	}
 	walk(root)
-	return names
+	return flags
 }
 
 // fileKeys returns the flag names that may be keys, as keys, sorted.
-func fileKeys(known map[string]bool) []string {
+func fileKeys(known map[string]namedFlag) []string {
 	var keys []string
 	for name := range known {
 		if name != configFlag && name != "help" {

@@ -187,6 +187,37 @@ func TestConfigOnOperatorCommands(t *testing.T) {
 	checkErrorLine(t, stderr, "connect to "+url)
 }
 
+// TestConfigValuesAreCheckedWhereverTheyApply: a value is checked even
+// where the running command does not use it (a file shared by the daemon
+// and the CLI) or the command line overrides it: a mistake in the file must
+// not wait to be found until the daemon restarts.
+func TestConfigValuesAreCheckedWhereverTheyApply(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		file string
+		args []string
+		want string
+	}{
+		{"array for a serve flag, on claim", "listen = [\"a\", \"b\"]\n", []string{"claim", "ns", "l", "h", "1s"}, "listen: want one value"},
+		{"bad number for a serve flag, on claim", "replicas = \"three\"\n", []string{"claim", "ns", "l", "h", "1s"}, `replicas: invalid argument "three"`},
+		{"bad duration overridden on the command line", "timeout = \"soon\"\n", []string{"claim", "--timeout", "1s", "ns", "l", "h", "1s"}, `timeout: invalid argument "soon"`},
+		{"table for a flag", "[listen]\nx = 1\n", []string{"claim", "ns", "l", "h", "1s"}, "listen: want a string, number or boolean"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeFile(t, "leaseagent.toml", tc.file)
+			args := append([]string{"--config", file, "--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}, tc.args...)
+			stdout, stderr, code := runCLI(t, nil, args...)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+			checkErrorLine(t, stderr, tc.want)
+		})
+	}
+}
+
 // TestExampleConfigFile loads docs/leaseagent.example.toml the way serve
 // does.
 func TestExampleConfigFile(t *testing.T) {
