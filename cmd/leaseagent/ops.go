@@ -147,13 +147,19 @@ func newWatchCommand(a *app) *cobra.Command {
 				ctx, cancel = context.WithTimeout(ctx, a.timeout)
 				defer cancel()
 			}
+			// The server refuses a subscription asynchronously: without
+			// this, watch of event subjects the credentials may not
+			// subscribe to would print nothing until --timeout and exit 0.
+			ctx, refuse := context.WithCancelCause(ctx)
+			defer refuse(nil)
 			closed := make(chan struct{})
-			nc, err := a.connect(cmd, nats.MaxReconnects(-1), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+			nc, err := a.connect(cmd, nats.MaxReconnects(-1), nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+				(&permissionWatch{cancel: refuse}).option())
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			err = watch(ctx, nc, a.prefix, ns, a.timeout, closed, a.stdout, a.logger())
+			err = refusal(ctx, watch(ctx, nc, a.prefix, ns, a.timeout, closed, a.stdout, a.logger()))
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 				return nil
 			}

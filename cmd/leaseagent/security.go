@@ -229,7 +229,7 @@ type permissionWatch struct {
 func (w *permissionWatch) option() nats.Option {
 	return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) {
-			w.cancel(fmt.Errorf("refused by the NATS server: %w (the credentials may not use this namespace's subjects)", err))
+			w.cancel(fmt.Errorf("refused by the NATS server: %w (the credentials may not use these subjects)", err))
 		}
 	})
 }

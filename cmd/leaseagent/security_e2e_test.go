@@ -349,3 +349,29 @@ func TestSecurityDocHasTheTestedConfig(t *testing.T) {
 		t.Error("docs/security.md does not include docs/nats-server.example.conf as it is")
 	}
 }
+
+// TestWatchOfAForbiddenNamespaceFailsAtOnce runs watch as service-a of the
+// example nats-server config on event subjects it may not subscribe to: the
+// server refuses the subscription, and watch must say so and exit 2 at
+// once, not print nothing until --timeout and exit 0.
+func TestWatchOfAForbiddenNamespaceFailsAtOnce(t *testing.T) {
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
+	startAgent(t, "--nats-url", url, "--user", "leaseagent", "--password", "agent-secret")
+	serviceA := []string{"--user", "service-a", "--password", "a-secret", "--timeout", "15s"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"other namespace", []string{"watch", "b"}, `Permissions Violation for Subscription to "lease.claimed.b.*"`},
+		{"every namespace", []string{"watch"}, `Permissions Violation for Subscription to "lease.claimed.>"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, append(serviceA, tc.args...)...)
+			if code != exitUsage {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			checkErrorLine(t, stderr, tc.want)
+		})
+	}
+}
