@@ -375,3 +375,180 @@ func TestWatchOfAForbiddenNamespaceFailsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// The users of docs/nats-server.example.conf, as CLI flags.
+var (
+	exampleAgent    = []string{"--user", "leaseagent", "--password", "agent-secret"}
+	exampleService  = []string{"--user", "service-a", "--password", "a-secret"}
+	exampleObserver = []string{"--user", "observer-a", "--password", "o-secret"}
+	exampleOperator = []string{"--user", "operator", "--password", "op-secret"}
+)
+
+// startExampleSetup runs nats-server with docs/nats-server.example.conf and
+// the agent on it as its user, and returns the server's URL.
+func startExampleSetup(t *testing.T) string {
+	t.Helper()
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
+	startAgent(t, append([]string{"--nats-url", url}, exampleAgent...)...)
+	return url
+}
+
+// TestExampleNATSConfigAllowsEachRoleItsCommands runs, as each user of
+// docs/nats-server.example.conf, every command docs/security.md says that
+// user may run.
+func TestExampleNATSConfigAllowsEachRoleItsCommands(t *testing.T) {
+	url := startExampleSetup(t)
+	// Something to find: a lease in a (held), one in b.
+	mustCLI(t, url, 0, append(exampleService, "claim", "a", "held", "unit-0", "1m")...)
+	mustCLI(t, url, 0, append(exampleAgent, "claim", "b", "other", "unit-0", "1m")...)
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // in stdout
+	}{
+		{"service: claim", append(exampleService, "claim", "a", "leader", "unit-0", "1m"), nil},
+		{"service: check", append(exampleService, "check", "a", "held", "unit-0"), nil},
+		{"service: leases", append(exampleService, "leases", "a"), []string{"held"}},
+		{"service: wait", append(exampleService, "--timeout", "5s", "wait", "a", "free"), nil},
+		{"service: hold", append(exampleService, "--timeout", "5s", "hold", "a", "job", "unit-0", "5s", "--", "true"), nil},
+		{"service: release", append(exampleService, "release", "a", "held", "unit-0"), nil},
+		{"observer: check", append(exampleObserver, "check", "a", "leader", "unit-0"), nil},
+		{"observer: leases", append(exampleObserver, "leases", "a"), []string{"leader"}},
+		{"observer: wait", append(exampleObserver, "--timeout", "5s", "wait", "a", "free"), nil},
+		{"operator: status", append(exampleOperator, "status", "--json"), []string{`"name": "a"`, `"name": "b"`, `"stream": "KV_leases"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, _ := mustCLI(t, url, 0, tc.args...)
+			for _, w := range tc.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout %q lacks %q", stdout, w)
+				}
+			}
+		})
+	}
+}
+
+// TestExampleNATSConfigLetsEachRoleWatchItsNamespace runs watch a as the
+// service and the observer of docs/nats-server.example.conf: each sees a
+// claim and a release in a.
+func TestExampleNATSConfigLetsEachRoleWatchItsNamespace(t *testing.T) {
+	url := startExampleSetup(t)
+	for i, tc := range []struct {
+		name string
+		user []string
+	}{
+		{"service", exampleService},
+		{"observer", exampleObserver},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := start(t, url, append(tc.user, "--log-level", "debug", "watch", "a")...)
+			lineContaining(t, w.stderr, "watching") // subscribed
+			leaseName := fmt.Sprintf("watched-%d", i)
+			mustCLI(t, url, 0, append(exampleService, "claim", "a", leaseName, "unit-0", "1m")...)
+			mustCLI(t, url, 0, append(exampleService, "release", "a", leaseName, "unit-0")...)
+			lineContaining(t, w.stdout, "claimed a/"+leaseName+" holder=unit-0")
+			lineContaining(t, w.stdout, "expired a/"+leaseName+" holder=unit-0")
+			if code := w.stop(t, os.Interrupt); code != 0 {
+				t.Errorf("watch stopped with exit code %d, want 0", code)
+			}
+		})
+	}
+}
+
+// TestExampleNATSConfigRefusesEachRoleTheRest runs, as each user of
+// docs/nats-server.example.conf, commands docs/security.md says that user
+// may not run: each fails at once with exit code 2 naming the refused
+// subject.
+func TestExampleNATSConfigRefusesEachRoleTheRest(t *testing.T) {
+	url := startExampleSetup(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"service: claim in b", append(exampleService, "claim", "b", "leader", "unit-0", "1m"), `Publish to "lease.claim.b"`},
+		{"service: watch b", append(exampleService, "watch", "b"), `Subscription to "lease.claimed.b.*"`},
+		{"service: status", append(exampleService, "status"), `Publish to "$SRV.INFO.leaseagent"`},
+		{"observer: claim", append(exampleObserver, "claim", "a", "leader", "unit-0", "1m"), `Publish to "lease.claim.a"`},
+		{"observer: release", append(exampleObserver, "release", "a", "leader", "unit-0"), `Publish to "lease.release.a"`},
+		{"observer: hold", append(exampleObserver, "hold", "a", "leader", "unit-0", "5s", "--", "true"), `Publish to "lease.claim.a"`},
+		{"observer: leases of b", append(exampleObserver, "leases", "b"), `Publish to "lease.list.b"`},
+		{"observer: watch b", append(exampleObserver, "watch", "b"), `Subscription to "lease.claimed.b.*"`},
+		{"operator: claim", append(exampleOperator, "claim", "a", "leader", "unit-0", "1m"), `Publish to "lease.claim.a"`},
+		{"operator: leases", append(exampleOperator, "leases", "a"), `Publish to "lease.list.a"`},
+		{"operator: watch", append(exampleOperator, "watch"), `Subscription to "lease.claimed.>"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, tc.args...)
+			if code != exitUsage {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			checkErrorLine(t, stderr, "Permissions Violation for "+tc.want)
+		})
+	}
+}
+
+// TestExampleNATSConfigKeepsTheAgentsSubjectsAndTheBucketTheAgents tries,
+// as each user of docs/nats-server.example.conf other than the agent's,
+// what docs/security.md says only the agent may do: publish events, write
+// the bucket, reach other agents, pose as an agent or take requests.
+func TestExampleNATSConfigKeepsTheAgentsSubjectsAndTheBucketTheAgents(t *testing.T) {
+	url := startExampleSetup(t)
+	users := map[string][2]string{
+		"service":  {"service-a", "a-secret"},
+		"observer": {"observer-a", "o-secret"},
+		"operator": {"operator", "op-secret"},
+	}
+	type action struct {
+		name      string
+		subscribe bool // else publish
+		subject   string
+	}
+	forbidden := []action{
+		{"forge an expiry", false, "lease.expired.a.leader"},
+		{"forge a claim", false, "lease.claimed.a.leader"},
+		{"write the bucket", false, "$KV.leases.a.leader"},
+		{"purge the bucket", false, "$JS.API.STREAM.PURGE.KV_leases"},
+		{"delete from the bucket", false, "$JS.API.STREAM.MSG.DELETE.KV_leases"},
+		{"forward to an agent", false, "_leaseagent.lease.agent-1.claim.b"},
+		{"answer an agent's forwards", true, "_leaseagent.>"},
+		{"take the requests", true, "lease.claim.a"},
+		{"pose as an agent in discovery", true, "$SRV.>"},
+		{"hear other namespaces' events", true, "lease.expired.b.leader"},
+		{"read the bucket's updates", true, "$KV.leases.>"},
+	}
+	for role, cred := range users {
+		for _, a := range forbidden {
+			t.Run(role+": "+a.name, func(t *testing.T) {
+				refused := make(chan error, 4)
+				nc, err := nats.Connect(url, nats.UserInfo(cred[0], cred[1]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+					refused <- err
+				}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(nc.Close)
+				if a.subscribe {
+					_, err = nc.SubscribeSync(a.subject)
+				} else {
+					err = nc.Publish(a.subject, []byte("forged"))
+				}
+				if err == nil {
+					err = nc.Flush()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err := <-refused:
+					if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), `"`+a.subject+`"`) {
+						t.Errorf("refused with %v, want a permissions violation on %q", err, a.subject)
+					}
+				case <-time.After(refusedWithin):
+					t.Errorf("%s on %q was not refused", map[bool]string{false: "publish", true: "subscribe"}[a.subscribe], a.subject)
+				}
+			})
+		}
+	}
+}
