@@ -461,6 +461,7 @@ func TestUnreadableSecurityFilesAreUsageErrors(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
 	notPEM := writeFile(t, "not.pem", "not a certificate")
+	jwtOnly := writeFile(t, "jwt-only.creds", "-----BEGIN NATS USER JWT-----\neyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.sig\n------END NATS USER JWT------\n")
 	dataDir := filepath.Join(dir, "data")
 	client := []string{"check", "--nats-url", "nats://127.0.0.1:1", "ns", "l", "h"}
 	serve := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir}
@@ -470,6 +471,10 @@ func TestUnreadableSecurityFilesAreUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"creds missing", append(client, "--creds", missing), "--creds"},
+		{"creds not credentials", append(client, "--creds", notPEM), "--creds"},
+		{"creds without a seed", append(client, "--creds", jwtOnly), "--creds"},
+		{"nkey-seed not a seed", append(client, "--nkey-seed", notPEM), "--nkey-seed"},
+		{"serve: creds not credentials", []string{"serve", "--nats-url", "nats://127.0.0.1:1", "--creds", notPEM}, "--creds"},
 		{"tls-ca missing", append(client, "--tls-ca", missing), "--tls-ca"},
 		{"tls-ca not PEM", append(client, "--tls-ca", notPEM), "--tls-ca"},
 		{"tls-cert missing", append(client, "--tls-cert", missing, "--tls-key", missing), "--tls-cert"},

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -205,7 +204,7 @@ func (a *app) natsOptions(cmd *cobra.Command) ([]nats.Option, error) {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
 	}
 	if a.creds != "" {
-		if _, err := os.ReadFile(a.creds); err != nil {
+		if err := checkCreds(a.creds); err != nil {
 			return nil, usagef(cmd, "--creds: %v", err)
 		}
 	}

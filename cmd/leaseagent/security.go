@@ -77,6 +77,26 @@ func (a *app) clientSecurityOptions(cmd *cobra.Command) ([]nats.Option, error) {
 	return []nats.Option{opt}, nil
 }
 
+// checkCreds reads a NATS credentials file as nats.go will when it
+// connects, so that a file that holds no user JWT or no user nkey seed is
+// a usage error before anything connects, not an error of the connection
+// (or, with no server up, no error at all).
+func checkCreds(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if jwt, err := nkeys.ParseDecoratedJWT(data); err != nil || jwt == "" || !strings.HasPrefix(jwt, "eyJ") {
+		return fmt.Errorf("%s holds no user JWT: want a credentials file (nsc generate creds)", path)
+	}
+	kp, err := nkeys.ParseDecoratedUserNKey(data)
+	if err != nil {
+		return fmt.Errorf("%s holds no user nkey seed: want a credentials file (nsc generate creds)", path)
+	}
+	kp.Wipe()
+	return nil
+}
+
 // securityConfig fills in cfg's authentication, TLS and policy from the
 // flags, for serve. In external mode the embedded server's flags are
 // usage errors; in embedded mode the agent's own connection gets
