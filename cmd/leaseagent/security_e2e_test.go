@@ -15,7 +15,9 @@ import (
 
 	"github.com/leaseagent/lease/client"
 	"github.com/leaseagent/lease/internal/testcert"
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // refusedWithin bounds how long a command refused by the NATS server may
@@ -550,5 +552,101 @@ func TestExampleNATSConfigKeepsTheAgentsSubjectsAndTheBucketTheAgents(t *testing
 				}
 			})
 		}
+	}
+}
+
+// writeCreds writes a credentials file for a new user of the account
+// signed by accountKP, with perms, and returns its path.
+func writeCreds(t *testing.T, accountKP nkeys.KeyPair, name string, perms jwt.Permissions) string {
+	t.Helper()
+	ukp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	upub, _ := ukp.PublicKey()
+	useed, _ := ukp.Seed()
+	apub, _ := accountKP.PublicKey()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	uc.IssuerAccount = apub
+	uc.Permissions = perms
+	ujwt, err := uc.Encode(accountKP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := jwt.FormatUserConfig(ujwt, useed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeFile(t, name+".creds", string(creds))
+}
+
+// TestCredsFilesAgainstAnOperatorModeServer runs a nats-server in operator
+// (JWT) mode with the agent and a service confined to namespace a in one
+// account, each with a --creds file: the service's claim in a works, in b
+// it is refused with exit code 2, and a user of another account reaches no
+// agent at all.
+func TestCredsFilesAgainstAnOperatorModeServer(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	account := func(name string, js bool) (nkeys.KeyPair, string, string) {
+		akp, _ := nkeys.CreateAccount()
+		apub, _ := akp.PublicKey()
+		ac := jwt.NewAccountClaims(apub)
+		ac.Name = name
+		if js {
+			ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+		}
+		ajwt, err := ac.Encode(okp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return akp, apub, ajwt
+	}
+	_, sysPub, sysJWT := account("SYS", false)
+	leasesKP, leasesPub, leasesJWT := account("LEASES", true)
+	otherKP, otherPub, otherJWT := account("OTHER", false)
+	url := startNATSServer(t, fmt.Sprintf(`listen: 127.0.0.1:-1
+jetstream { store_dir: %q }
+operator: %s
+system_account: %s
+resolver: MEMORY
+resolver_preload: { %s: %s, %s: %s, %s: %s }
+`, t.TempDir(), ojwt, sysPub, sysPub, sysJWT, leasesPub, leasesJWT, otherPub, otherJWT))
+
+	agentCreds := writeCreds(t, leasesKP, "agent", jwt.Permissions{})
+	startAgent(t, "--nats-url", url, "--creds", agentCreds)
+	service := []string{"--creds", writeCreds(t, leasesKP, "service-a", jwt.Permissions{
+		Pub: jwt.Permission{Allow: jwt.StringList{"lease.*.a"}},
+		Sub: jwt.Permission{Allow: jwt.StringList{"_INBOX.>", "lease.expired.a.>", "lease.claimed.a.>"}},
+	})}
+	stranger := []string{"--creds", writeCreds(t, otherKP, "stranger", jwt.Permissions{})}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"service: claim in a", append(service, "claim", "a", "leader", "unit-0", "1m"), 0, ""},
+		{"service: check in a", append(service, "check", "a", "leader", "unit-0"), 0, ""},
+		{"service: claim in b", append(service, "claim", "b", "leader", "unit-0", "1m"), exitUsage, `Permissions Violation for Publish to "lease.claim.b"`},
+		{"other account: no agent", append(stranger, "--timeout", "2s", "check", "a", "leader", "unit-0"), exitUnavailable, "no responders"},
+		{"agent's creds: check", []string{"--creds", agentCreds, "check", "a", "leader", "unit-0"}, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := timedCLI(t, refusedWithin, url, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, tc.code, stderr)
+			}
+			if tc.want != "" {
+				checkErrorLine(t, stderr, tc.want)
+			}
+		})
 	}
 }
