@@ -191,7 +191,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("actors: Config.ClaimRetries: %d is negative", c.ClaimRetries)
 	case c.WriteTimeout < 0:
 		return fmt.Errorf("actors: Config.WriteTimeout: %v is negative", c.WriteTimeout)
-	case c.ClockDriftRate < 0 || c.ClockDriftRate >= 1:
+	case !(c.ClockDriftRate >= 0 && c.ClockDriftRate < 1): // NaN too
 		return fmt.Errorf("actors: Config.ClockDriftRate: %v is not in [0, 1)", c.ClockDriftRate)
 	}
 	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage, DeleteMarkerTTL: c.DeleteMarkerTTL}).Validate(); err != nil {

@@ -59,7 +59,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Bucket == nil:
 		return errors.New("natskv: Config.Bucket: must not be nil")
-	case c.ClockDriftRate < 0 || c.ClockDriftRate >= 1:
+	case !(c.ClockDriftRate >= 0 && c.ClockDriftRate < 1): // NaN too
 		return fmt.Errorf("natskv: Config.ClockDriftRate: %v is not in [0, 1)", c.ClockDriftRate)
 	case c.Timeout < 0:
 		return fmt.Errorf("natskv: Config.Timeout: %v is negative", c.Timeout)

@@ -3,6 +3,7 @@ package natskv_test
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -653,6 +654,7 @@ func TestConfigValidate(t *testing.T) {
 		{"bad namespace", natskv.Config{Bucket: s.bucket, Namespace: "a b"}, "Config.Namespace"},
 		{"negative drift", natskv.Config{Bucket: s.bucket, Namespace: "ns", ClockDriftRate: -0.1}, "Config.ClockDriftRate"},
 		{"drift of one", natskv.Config{Bucket: s.bucket, Namespace: "ns", ClockDriftRate: 1}, "Config.ClockDriftRate"},
+		{"NaN drift", natskv.Config{Bucket: s.bucket, Namespace: "ns", ClockDriftRate: math.NaN()}, "Config.ClockDriftRate"},
 		{"negative timeout", natskv.Config{Bucket: s.bucket, Namespace: "ns", Timeout: -1}, "Config.Timeout"},
 	}
 	for _, tt := range tests {
