@@ -35,6 +35,7 @@ func TestConfigValidateNamesBadField(t *testing.T) {
 		{"negative Replicas", func(c *actors.Config) { c.Replicas = -1 }, "Config.Replicas"},
 		{"six Replicas", func(c *actors.Config) { c.Replicas = 6 }, "Config.Replicas"},
 		{"unknown Storage", func(c *actors.Config) { c.Storage = 7 }, "Config.Storage"},
+		{"control character in WriterID", func(c *actors.Config) { c.WriterID = "a\nb" }, "Config.WriterID"},
 		{"DeleteMarkerTTL under a second", func(c *actors.Config) { c.DeleteMarkerTTL = time.Millisecond }, "Config.DeleteMarkerTTL"},
 	}
 	for _, tt := range tests {

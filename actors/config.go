@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -193,6 +194,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("actors: Config.WriteTimeout: %v is negative", c.WriteTimeout)
 	case !(c.ClockDriftRate >= 0 && c.ClockDriftRate < 1): // NaN too
 		return fmt.Errorf("actors: Config.ClockDriftRate: %v is not in [0, 1)", c.ClockDriftRate)
+	case strings.ContainsFunc(c.WriterID, func(r rune) bool { return r < ' ' }):
+		// natskv.Config.Validate refuses it too, but only when a
+		// namespace's Client is made: every request would fail.
+		return fmt.Errorf("actors: Config.WriterID: %q contains control characters", c.WriterID)
 	}
 	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage, DeleteMarkerTTL: c.DeleteMarkerTTL}).Validate(); err != nil {
 		return fmt.Errorf("actors: Config: %w", err)
