@@ -32,6 +32,7 @@ func TestConfigValidateNamesBadField(t *testing.T) {
 		{"ClockDriftRate of one", func(c *actors.Config) { c.ClockDriftRate = 1 }, "Config.ClockDriftRate"},
 		{"infinite ClockDriftRate", func(c *actors.Config) { c.ClockDriftRate = math.Inf(1) }, "Config.ClockDriftRate"},
 		{"NaN ClockDriftRate", func(c *actors.Config) { c.ClockDriftRate = math.NaN() }, "Config.ClockDriftRate"},
+		{"invalid Bucket name", func(c *actors.Config) { c.Bucket = "a.b" }, "Config.Bucket"},
 		{"negative Replicas", func(c *actors.Config) { c.Replicas = -1 }, "Config.Replicas"},
 		{"six Replicas", func(c *actors.Config) { c.Replicas = 6 }, "Config.Replicas"},
 		{"unknown Storage", func(c *actors.Config) { c.Storage = 7 }, "Config.Storage"},
@@ -43,8 +44,10 @@ func TestConfigValidateNamesBadField(t *testing.T) {
 			cfg := actors.Config{Conn: new(nats.Conn)}
 			tt.edit(&cfg)
 			err := cfg.Validate()
-			if err == nil || !strings.Contains(err.Error(), tt.field) {
-				t.Fatalf("Validate() = %v, want an error naming %s", err, tt.field)
+			// Named as the caller knows it: a field of actors.Config, not
+			// of some config it is copied to.
+			if want := "actors: " + tt.field; err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Validate() = %v, want an error naming %s", err, want)
 			}
 		})
 	}

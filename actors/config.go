@@ -199,8 +199,21 @@ func (c Config) Validate() error {
 		// namespace's Client is made: every request would fail.
 		return fmt.Errorf("actors: Config.WriterID: %q contains control characters", c.WriterID)
 	}
-	if err := (natskv.BucketConfig{JetStream: noJetStream{}, Name: c.Bucket, Replicas: c.Replicas, Storage: c.Storage, DeleteMarkerTTL: c.DeleteMarkerTTL}).Validate(); err != nil {
-		return fmt.Errorf("actors: Config: %w", err)
+	// The bucket's fields are natskv's to check, one at a time so that the
+	// error names the field of this Config that is wrong.
+	for _, f := range []struct {
+		name string
+		cfg  natskv.BucketConfig
+	}{
+		{"Bucket", natskv.BucketConfig{Name: c.Bucket}},
+		{"Replicas", natskv.BucketConfig{Replicas: c.Replicas}},
+		{"Storage", natskv.BucketConfig{Storage: c.Storage}},
+		{"DeleteMarkerTTL", natskv.BucketConfig{DeleteMarkerTTL: c.DeleteMarkerTTL}},
+	} {
+		f.cfg.JetStream = noJetStream{}
+		if err := f.cfg.Validate(); err != nil {
+			return fmt.Errorf("actors: Config.%s: %w", f.name, err)
+		}
 	}
 	if err := c.validatePolicy(); err != nil {
 		return err
