@@ -4,15 +4,104 @@ package actors_test
 // a real embedded server.
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/natskv"
 )
+
+// patience bounds every wait for something that should happen.
+const patience = 10 * time.Second
+
+// connect starts an embedded server and connects to it; both end with the
+// test.
+func connect(t *testing.T) *nats.Conn {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: embedded.RandomPort, DataDir: t.TempDir(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// settledGoroutines waits until at most want goroutines run, or patience
+// has passed, and returns how many run. Goroutines that have been told to
+// end take a moment to do so; nothing reports when they have.
+func settledGoroutines(want int) int {
+	deadline := time.Now().Add(patience)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		runtime.Gosched()
+	}
+}
+
+// footprint is what runs beside a Manager on its connection.
+type footprint struct{ goroutines, subscriptions int }
+
+// useAndStop starts a Manager on nc, claims, checks and releases a lease
+// through it, stops it with stop, and returns what ran before New and
+// what still runs after the Manager stopped. The bucket exists before
+// New, so that its stream's server goroutines count as before.
+func useAndStop(t *testing.T, stop func(*actors.Manager) error) (before, after footprint) {
+	t.Helper()
+	nc := connect(t)
+	ctx := testContext(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natskv.OpenBucket(ctx, natskv.BucketConfig{JetStream: js}); err != nil {
+		t.Fatal(err)
+	}
+	before = footprint{runtime.NumGoroutine(), nc.NumSubscriptions()}
+	m, err := actors.New(ctx, actors.Config{Conn: nc, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := m.Namespace("ns")
+	if err := ns.ClaimContext(ctx, "l", "h", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Token("l", "h").Check(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Release(ctx, "l", "h"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(m); err != nil {
+		t.Logf("Stop: %v", err)
+	}
+	after = footprint{settledGoroutines(before.goroutines), nc.NumSubscriptions()}
+	return before, after
+}
 
 func TestConfigValidateNamesBadField(t *testing.T) {
 	tests := []struct {
@@ -50,5 +139,25 @@ func TestConfigValidateNamesBadField(t *testing.T) {
 				t.Fatalf("Validate() = %v, want an error naming %s", err, want)
 			}
 		})
+	}
+}
+
+func TestStopLeavesNothingOnTheConnection(t *testing.T) {
+	before, after := useAndStop(t, func(m *actors.Manager) error {
+		return m.Stop(testContext(t))
+	})
+	if after != before {
+		t.Fatalf("after Stop: %+v, before New: %+v", after, before)
+	}
+}
+
+func TestStopWhoseContextEndsStillReleasesEverything(t *testing.T) {
+	before, after := useAndStop(t, func(m *actors.Manager) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return m.Stop(ctx)
+	})
+	if after != before {
+		t.Fatalf("after Stop with an ended context: %+v, before New: %+v", after, before)
 	}
 }

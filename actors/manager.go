@@ -131,9 +131,12 @@ type Manager struct {
 	stopping chan struct{} // closed when Stop begins: pending calls fail
 	pending  *pendingCalls // the Func calls not yet answered
 	stopped  chan struct{} // closed when every actor has stopped
+	down     chan struct{} // closed when Stop has released everything
 	stopOnce sync.Once
-	// shutdownOnce ends the actor system, once every actor has stopped.
-	shutdownOnce sync.Once
+	// js is the JetStream context of the store writes. Its async publisher
+	// subscribes on Config.Conn, which outlives the Manager: Stop cleans
+	// it up.
+	js jetstream.JetStream
 }
 
 // New opens (or creates) the bucket and starts a Manager.
@@ -171,6 +174,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		cancel:   cancel,
 		stopping: make(chan struct{}),
 		stopped:  make(chan struct{}),
+		down:     make(chan struct{}),
+		js:       js,
 		pending:  newPendingCalls(cmp.Or(cfg.hooks.sweepEvery, sweepEvery)),
 	}
 	// The manager actor supervises the namespace actors itself
@@ -188,20 +193,28 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 
 // Stop stops every actor. Calls pending or made later fail with ErrStopped;
 // writes in flight are abandoned (their outcome is for the store to tell).
-// It returns when every actor has stopped, or with ctx's error.
+// It returns when every actor has stopped and what the Manager added to
+// Config.Conn (the subscription that receives write acknowledgements) is
+// gone, or with ctx's error; the Manager then finishes stopping on its own.
+// Stop may be called again, and from several goroutines at once.
 func (m *Manager) Stop(ctx context.Context) error {
 	m.stopOnce.Do(func() {
 		close(m.stopping)
 		m.pending.stop(ErrStopped)
 		m.cancel()
 		m.rt.system.Root.Poison(m.pid)
-	})
-	select {
-	case <-m.stopped:
-		m.shutdownOnce.Do(func() {
+		// Not on the caller's goroutine: a Stop whose ctx ends first
+		// must not leave the rest undone.
+		go func() {
+			<-m.stopped
 			m.rt.system.Shutdown()
 			m.rt.workers.stop()
-		})
+			m.js.CleanupPublisher()
+			close(m.down)
+		}()
+	})
+	select {
+	case <-m.down:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("actors: stop: %w", ctx.Err())
