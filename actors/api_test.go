@@ -5,6 +5,8 @@ package actors_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/natskv"
@@ -42,6 +45,21 @@ func connect(t *testing.T) *nats.Conn {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// start starts a Manager on nc that stops at the end of the test.
+func start(t *testing.T, nc *nats.Conn) *actors.Manager {
+	t.Helper()
+	m, err := actors.New(testContext(t), actors.Config{Conn: nc, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return m
+}
 
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
@@ -159,5 +177,57 @@ func TestStopWhoseContextEndsStillReleasesEverything(t *testing.T) {
 	})
 	if after != before {
 		t.Fatalf("after Stop with an ended context: %+v, before New: %+v", after, before)
+	}
+}
+
+// A call whose context has ended before it is made returns the context's
+// error, and must then not have done anything: the caller cannot tell.
+func TestContextEndedBeforeCallChangesNothing(t *testing.T) {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		// setup runs before, call with the ended context, and after
+		// reports whether the lease is as setup left it.
+		setup, call, after func(context.Context, *actors.Namespace) error
+	}{
+		{
+			name:  "ClaimContext",
+			setup: func(context.Context, *actors.Namespace) error { return nil },
+			call: func(ctx context.Context, ns *actors.Namespace) error {
+				return ns.ClaimContext(ctx, "l", "ghost", time.Minute)
+			},
+			after: func(ctx context.Context, ns *actors.Namespace) error {
+				return ns.ClaimContext(ctx, "l", "h", time.Minute) // queued behind any write of call
+			},
+		},
+		{
+			name: "Release",
+			setup: func(ctx context.Context, ns *actors.Namespace) error {
+				return ns.ClaimContext(ctx, "l", "h", time.Minute)
+			},
+			call: func(ctx context.Context, ns *actors.Namespace) error { return ns.Release(ctx, "l", "h") },
+			after: func(ctx context.Context, ns *actors.Namespace) error {
+				if err := ns.ClaimContext(ctx, "l", "other", time.Minute); !errors.Is(err, lease.ErrClaimDenied) {
+					return fmt.Errorf("claim by another holder: %v, want ErrClaimDenied: the lease was released", err)
+				}
+				return nil
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := start(t, connect(t)).Namespace("ns")
+			ctx := testContext(t)
+			if err := tt.setup(ctx, ns); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.call(ended, ns); !errors.Is(err, context.Canceled) {
+				t.Fatalf("with an ended context: %v, want context.Canceled", err)
+			}
+			if err := tt.after(ctx, ns); err != nil {
+				t.Fatalf("the call with an ended context took effect: %v", err)
+			}
+		})
 	}
 }

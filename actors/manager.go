@@ -295,6 +295,16 @@ func (m *Manager) send(namespace string, msg any) error {
 	return nil
 }
 
+// sendContext is send for a caller that waits with ctx: if ctx has ended
+// it sends nothing and returns ctx's error, since the caller could not
+// tell whether a request it gave up on at once took effect.
+func (m *Manager) sendContext(ctx context.Context, namespace string, msg any) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return m.send(namespace, msg)
+}
+
 // sendDirect sends msg straight to a namespace's actor, unless the manager
 // actor has retired it (it is stopping): then it reports false, and the
 // request must go through the manager actor. See namespaceRef.

@@ -13,6 +13,12 @@ import (
 // lease.Claimer and lease.Checker; each method that waits has a twin that
 // takes a context. The methods without one wait until the Manager answers
 // or stops.
+//
+// A method given a context that has already ended returns its error and
+// sends nothing. One whose context ends while it waits returns the
+// context's error at once, but what it asked for may still be done: a
+// claim may hold the lease, a release may free it. That error, like
+// ErrUnavailable, allows no inference about who holds the lease.
 type Namespace struct {
 	m    *Manager
 	name string
@@ -129,7 +135,7 @@ func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
 		return nil, err
 	}
 	reply := make(chan leasesResult, 1)
-	if err := n.m.send(n.name, &leasesRequest{reply: reply}); err != nil {
+	if err := n.m.sendContext(ctx, n.name, &leasesRequest{reply: reply}); err != nil {
 		return nil, err
 	}
 	res, err := await(ctx, n.m, reply)
@@ -147,7 +153,7 @@ func (n *Namespace) Lease(ctx context.Context, leaseName string) (lease.Info, bo
 		return lease.Info{}, false, err
 	}
 	reply := make(chan leaseResult, 1)
-	if err := n.m.send(n.name, &leaseRequest{lease: leaseName, reply: reply}); err != nil {
+	if err := n.m.sendContext(ctx, n.name, &leaseRequest{lease: leaseName, reply: reply}); err != nil {
 		return lease.Info{}, false, err
 	}
 	res, err := await(ctx, n.m, reply)
@@ -184,7 +190,7 @@ func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error
 		return err
 	}
 	reply := newAnswer[checkResult]()
-	if err := t.n.m.send(t.n.name, &checkRequest{lease: t.lease, holder: t.holder, reply: reply}); err != nil {
+	if err := t.n.m.sendContext(ctx, t.n.name, &checkRequest{lease: t.lease, holder: t.holder, reply: reply}); err != nil {
 		return err
 	}
 	res, err := await(ctx, t.n.m, reply.ch)
@@ -221,7 +227,7 @@ func (t *Token) checkArgs() error {
 
 // call sends a request whose reply is an error and waits for it.
 func (n *Namespace) call(ctx context.Context, msg any, reply chan error) error {
-	if err := n.m.send(n.name, msg); err != nil {
+	if err := n.m.sendContext(ctx, n.name, msg); err != nil {
 		return err
 	}
 	res, err := await(ctx, n.m, reply)
