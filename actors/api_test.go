@@ -231,3 +231,19 @@ func TestContextEndedBeforeCallChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+func TestWaitUntilExpiredWithEndedContextStartsNoActor(t *testing.T) {
+	m := start(t, connect(t))
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := m.Namespace("ns").WaitUntilExpiredContext(ended, "l"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitUntilExpiredContext = %v, want context.Canceled", err)
+	}
+	// Anything sent to the namespace would be ahead of this in the mailbox.
+	if _, err := m.Namespace("other").Leases(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	if m.Serving("ns") {
+		t.Fatal("a wait with an ended context started the namespace's actor")
+	}
+}

@@ -121,9 +121,16 @@ func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName strin
 		return err
 	}
 	w := &waiter{reply: make(chan error, 1)}
-	err := n.call(ctx, &waitRequest{lease: leaseName, waiter: w}, w.reply)
-	if ctx.Err() != nil {
-		_ = n.m.send(n.name, &cancelWait{lease: leaseName, waiter: w})
+	if err := n.m.sendContext(ctx, n.name, &waitRequest{lease: leaseName, waiter: w}); err != nil {
+		return err
+	}
+	err, waitErr := await(ctx, n.m, w.reply)
+	if waitErr != nil {
+		if ctx.Err() != nil {
+			// The waiter is registered, or about to be: take it back.
+			_ = n.m.send(n.name, &cancelWait{lease: leaseName, waiter: w})
+		}
+		return waitErr
 	}
 	return err
 }
