@@ -45,6 +45,9 @@ var ErrNotHeld = errors.New("lease not held")
 // the latest state of the store: someone else wrote first, or the lease is not
 // in the state the operation needs. The Client's view has been brought up to
 // date by the time ErrInvalid is returned, so the caller can decide again.
+// It is not for invalid arguments (a bad name or duration): those get an
+// error naming the problem, which a manager wraps in an error of its own
+// (package actors: ErrInvalidArgument).
 var ErrInvalid = errors.New("invalid lease operation")
 
 // Claimer acquires leases and waits for them to be free.

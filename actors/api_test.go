@@ -247,3 +247,42 @@ func TestWaitUntilExpiredWithEndedContextStartsNoActor(t *testing.T) {
 		t.Fatal("a wait with an ended context started the namespace's actor")
 	}
 }
+
+func TestInvalidArgumentsAreRefusedAndStartNothing(t *testing.T) {
+	m := start(t, connect(t))
+	ctx := testContext(t)
+	long := strings.Repeat("x", natskv.MaxNameBytes+1)
+	tests := []struct {
+		name      string
+		namespace string
+		call      func(*actors.Namespace) error
+		names     string // what the error must name
+	}{
+		{"empty lease", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "", "h", time.Second) }, "lease name"},
+		{"lease with a dot", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "a.b", "h", time.Second) }, "lease name"},
+		{"lease too long", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, long, "h", time.Second) }, "lease name"},
+		{"holder with a space", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "a b", time.Second) }, "holder name"},
+		{"holder not UTF-8", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "\xff", time.Second) }, "holder name"},
+		{"zero duration", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "h", 0) }, "duration"},
+		{"negative duration", "ns", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "h", -time.Second) }, "duration"},
+		{"duration over MaxDuration", "ns", func(n *actors.Namespace) error {
+			return n.ClaimContext(ctx, "l", "h", actors.DefaultMaxDuration+1)
+		}, "duration"},
+		{"release by empty holder", "ns", func(n *actors.Namespace) error { return n.Release(ctx, "l", "") }, "holder name"},
+		{"check of empty lease", "ns", func(n *actors.Namespace) error { return n.Token("", "h").Check(nil) }, "lease name"},
+		{"wait on lease with a hash", "ns", func(n *actors.Namespace) error { return n.WaitUntilExpiredContext(ctx, "#") }, "lease name"},
+		{"empty namespace", "", func(n *actors.Namespace) error { _, err := n.Leases(ctx); return err }, "namespace name"},
+		{"namespace with a dollar", "a$", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "h", time.Second) }, "namespace name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call(m.Namespace(tt.namespace))
+			if !errors.Is(err, actors.ErrInvalidArgument) || !strings.Contains(err.Error(), tt.names) {
+				t.Fatalf("err = %v, want ErrInvalidArgument naming the %s", err, tt.names)
+			}
+			if m.Serving(tt.namespace) {
+				t.Fatalf("an invalid call started namespace %q", tt.namespace)
+			}
+		})
+	}
+}

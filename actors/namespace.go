@@ -14,6 +14,12 @@ import (
 // takes a context. The methods without one wait until the Manager answers
 // or stops.
 //
+// Every method first checks its arguments: the namespace, lease and holder
+// names (natskv.CheckName) and a claim's duration, which must be in
+// (0, Config.MaxDuration], then Config.Policy. An invalid one fails the
+// call with an error wrapping ErrInvalidArgument that names the problem,
+// before anything is sent, so nothing changes and no actor starts.
+//
 // A method given a context that has already ended returns its error and
 // sends nothing. One whose context ends while it waits returns the
 // context's error at once, but what it asked for may still be done: a
@@ -170,7 +176,9 @@ func (n *Namespace) Lease(ctx context.Context, leaseName string) (lease.Info, bo
 	return res.info, res.held, res.err
 }
 
-// Token returns a lease.Token for whether holderName holds leaseName.
+// Token returns a lease.Token for whether holderName holds leaseName. It is
+// a *Token, whose CheckContext and CheckFunc are Check's context and
+// callback twins. Its arguments are checked when it is checked.
 func (n *Namespace) Token(leaseName, holderName string) lease.Token {
 	return &Token{n: n, lease: leaseName, holder: holderName}
 }
@@ -254,13 +262,13 @@ func (n *Namespace) sendFunc(msg any, reply failer) {
 
 func errorOf(err error) error { return err }
 
-// checkNamespace, checkLease and checkHolder check a name, then what
-// Config.Policy says of it.
 // Refused returns why the Manager refuses every request for this
 // namespace (its name is invalid, or Config.Policy does not allow it), or
 // nil. It starts nothing and reads nothing.
 func (n *Namespace) Refused() error { return n.checkNamespace() }
 
+// checkNamespace, checkLease and checkHolder check a name, then what
+// Config.Policy says of it.
 func (n *Namespace) checkNamespace() error {
 	if err := checkName("namespace", n.name); err != nil {
 		return err
