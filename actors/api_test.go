@@ -12,6 +12,7 @@ import (
 	"math"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/actors"
+	"github.com/leaseagent/lease/clock/clocktest"
 	"github.com/leaseagent/lease/embedded"
 	"github.com/leaseagent/lease/natskv"
 )
@@ -284,5 +286,81 @@ func TestInvalidArgumentsAreRefusedAndStartNothing(t *testing.T) {
 				t.Fatalf("an invalid call started namespace %q", tt.namespace)
 			}
 		})
+	}
+}
+
+func TestFencingTokenStaysWhileExtendedAndGrowsWithEachNewHolder(t *testing.T) {
+	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	nc := connect(t)
+	m, err := actors.New(testContext(t), actors.Config{Conn: nc, Clock: clk, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop(context.Background()) })
+	ns := m.Namespace("ns")
+	ctx := testContext(t)
+	fence := func(holder string) uint64 {
+		t.Helper()
+		var f natskv.Fence
+		if err := ns.Token("l", holder).Check(&f); err != nil {
+			t.Fatalf("Check(%s): %v", holder, err)
+		}
+		return f.Revision
+	}
+	var last uint64
+	var holder string
+	for _, next := range []string{"a", "a", "b", "a", "a"} {
+		extend := next == holder
+		if !extend && holder != "" {
+			// Let the last holder's lease lapse: past its expiry it is
+			// not held, and the next holder can claim.
+			clk.Advance(time.Minute + time.Nanosecond)
+			if err := ns.Token("l", holder).Check(nil); !errors.Is(err, lease.ErrNotHeld) {
+				t.Fatalf("Check after expiry = %v, want ErrNotHeld", err)
+			}
+			if err := ns.WaitUntilExpiredContext(ctx, "l"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		holder = next
+		if err := ns.ClaimContext(ctx, "l", holder, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		got := fence(holder)
+		switch {
+		case extend && got != last:
+			t.Fatalf("extension by %s moved the token %d -> %d", holder, last, got)
+		case !extend && got <= last:
+			t.Fatalf("new holder %s got token %d, not above %d", holder, got, last)
+		}
+		last = got
+	}
+}
+
+func TestStopIsSafeDuringCalls(t *testing.T) {
+	m := start(t, connect(t))
+	ns := m.Namespace("ns")
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := range 100 {
+		wg.Go(func() { errs <- ns.ClaimContext(ctx, fmt.Sprint("l", i), "h", time.Minute) })
+		wg.Go(func() { errs <- ns.Token(fmt.Sprint("l", i), "h").Check(nil) })
+		wg.Go(func() { errs <- ns.WaitUntilExpiredContext(ctx, fmt.Sprint("l", i)) })
+		if i%25 == 0 {
+			wg.Go(func() { errs <- m.Stop(ctx) })
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		switch {
+		case err == nil, errors.Is(err, actors.ErrStopped), errors.Is(err, lease.ErrNotHeld):
+		default:
+			t.Errorf("call during Stop: %v, want nil, ErrStopped or ErrNotHeld", err)
+		}
+	}
+	if err := ns.ClaimContext(ctx, "l", "h", time.Minute); !errors.Is(err, actors.ErrStopped) {
+		t.Fatalf("claim after Stop = %v, want ErrStopped", err)
 	}
 }
