@@ -88,7 +88,7 @@ func (c BucketConfig) Validate() error {
 	case c.Name != "" && !ValidBucketName(c.Name):
 		return fmt.Errorf("natskv: BucketConfig.Name: %q may contain only letters, digits, '-' and '_'", c.Name)
 	case c.Replicas < 0 || c.Replicas > 5:
-		return fmt.Errorf("natskv: BucketConfig.Replicas: %d is not between 1 and 5", c.Replicas)
+		return fmt.Errorf("natskv: BucketConfig.Replicas: %d is not between 1 and 5 (0 means 1)", c.Replicas)
 	case c.Storage != jetstream.FileStorage && c.Storage != jetstream.MemoryStorage:
 		return fmt.Errorf("natskv: BucketConfig.Storage: unknown storage type %d", c.Storage)
 	case c.ConflictRetries < 0:
