@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -447,9 +448,21 @@ func (c *Client) observe(name string, e entry, now time.Time) error {
 		held:     true,
 		holder:   holder,
 		duration: d,
-		expiry:   now.Add(d + time.Duration(float64(d)*c.drift)),
+		expiry:   now.Add(c.observedLifetime(d)),
 	})
 	return nil
+}
+
+// observedLifetime returns how long after its first observation a record of
+// duration d written by someone else expires: d plus ClockDriftRate of d,
+// saturating at the longest Duration rather than overflowing to a negative
+// one (which would expire a lease of a few centuries at once).
+func (c *Client) observedLifetime(d time.Duration) time.Duration {
+	extra := time.Duration(float64(d) * c.drift) // < d, since drift < 1
+	if d > math.MaxInt64-extra {
+		return math.MaxInt64
+	}
+	return d + extra
 }
 
 // decodeRecord returns the holder, duration and claim revision of a stored

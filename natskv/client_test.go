@@ -479,6 +479,43 @@ func TestClockDriftRateDelaysOthersExpiry(t *testing.T) {
 	mustHold(t, reader, "l", "h", epoch.Add(101*time.Second))
 }
 
+// A duration so long that the drift allowance would overflow a
+// time.Duration saturates: the lease must not come out expired in the past.
+func TestClockDriftRateOnAHugeDurationDoesNotExpireEarly(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		duration *durationpb.Duration
+		drift    float64
+	}{
+		{"longest Duration, small drift", durationpb.New(math.MaxInt64), 0.001},
+		{"longest Duration, large drift", durationpb.New(math.MaxInt64), 0.999},
+		{"200 years", durationpb.New(200 * 365 * 24 * time.Hour), 0.5},
+		{"10000 years (saturates on decode)", &durationpb.Duration{Seconds: 315576000000}, 0.01},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			data, err := proto.Marshal(&messages.LeaseRecord{Holder: "h", Duration: tt.duration})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.put(t, "ns.l", data)
+			reader, err := natskv.NewClient(natskv.Config{Bucket: s.bucket, Namespace: "ns", Clock: clock, ClockDriftRate: tt.drift})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := reader.Refresh(); err != nil {
+				t.Fatal(err)
+			}
+			if _, expiry, ok := reader.Holder("l"); !ok || !expiry.After(clock.Now().Add(tt.duration.AsDuration()-1)) {
+				t.Fatalf("expiry %v (held %v), want no earlier than %v after %v", expiry, ok, tt.duration.AsDuration(), clock.Now())
+			}
+			clock.Advance(time.Hour)
+			mustBeInvalid(t, reader.ExpireLease("l"))
+		})
+	}
+}
+
 func TestOddNamesRoundTrip(t *testing.T) {
 	names := []string{"mysql/0", "machine:3", "a=b", "日本語", "a-b_c", "x/y:z=1", "ünïcode/ñ"}
 	s := newStore(t)
