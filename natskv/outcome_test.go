@@ -69,6 +69,52 @@ func TestALateOutcomeDoesNotReviveAForgottenLease(t *testing.T) {
 	}
 }
 
+// A lost race's outcome carries the key's state as read just after the
+// race. Applied after the cache has read a later state (the winner has
+// released since), it must not put the winner back.
+func TestALateLostRaceDoesNotUndoALaterRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		reread func(t *testing.T, c *natskv.Client)
+	}{
+		{"full refresh", func(t *testing.T, c *natskv.Client) {
+			if err := c.Refresh(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"changes", func(t *testing.T, c *natskv.Client) {
+			snap, err := c.LoadChanges(context.Background(), c.Seen())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.ApplySnapshot(snap); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			c, winner := s.client(t, "ns", clock), s.client(t, "ns", clock)
+			if err := winner.ClaimLease("l", req("winner", time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			w := ranUnapplied(t, c, "l", "loser") // loses: expects the key empty
+			if err := winner.ReleaseLeaseContext(context.Background(), "l", "winner"); err != nil {
+				t.Fatal(err)
+			}
+			tc.reread(t, c)
+			mustBeInvalid(t, c.Apply(w))
+			if holder, _, ok := c.Holder("l"); ok {
+				t.Fatalf("after a late lost race the cache says %q holds a released lease", holder)
+			}
+			if err := c.ClaimLease("l", req("next", time.Hour)); err != nil {
+				t.Fatalf("claim of the released lease: %v", err)
+			}
+		})
+	}
+}
+
 // An outcome whose revision a reload has already read installs the
 // write's own record: held by its holder, expiring a duration after the
 // write started.

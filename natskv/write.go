@@ -293,8 +293,8 @@ func (w *Write) lost(e entry, readErr error) {
 
 // Apply records the outcome of a Write that has run and returns it: nil on
 // success, an error wrapping ErrInvalid if another writer got there first (the
-// cache then holds the store's latest state of the lease, if it could be
-// read), or the store's error.
+// cache then holds the key's state as Run read it after losing, unless the
+// cache has read a later one since), or the store's error.
 func (c *Client) Apply(w *Write) error {
 	if !w.ran {
 		return fmt.Errorf("natskv: %s %q: write applied before it ran", w.kind, w.lease)
@@ -306,6 +306,10 @@ func (c *Client) Apply(w *Write) error {
 	case errors.Is(w.err, errConflict):
 		if w.readErr != nil {
 			return fmt.Errorf("natskv: %s %q: %w (and reading the latest failed: %v)", w.kind, w.lease, w.err, w.readErr)
+		}
+		if c.readSinceLost(w.lease, *w.latest) {
+			// The cache has read past what Run read after losing: keep it.
+			return fmt.Errorf("natskv: %s %q: %w", w.kind, w.lease, w.err)
 		}
 		if err := c.observe(w.lease, *w.latest, c.clock.Now()); err != nil {
 			return fmt.Errorf("natskv: %s %q: %w (and %v)", w.kind, w.lease, w.err, err)
@@ -360,12 +364,32 @@ func (c *Client) Apply(w *Write) error {
 // the lease back as it was. The same revision, read by a reload before the
 // outcome came back, is this write's own record: the outcome installs it.
 func (c *Client) superseded(w *Write) error {
-	s := c.known[w.lease]
-	switch {
-	case s != nil && s.revision > w.revision:
-	case s == nil && w.revision <= c.seen: // read since, and gone since (a removed marker)
-	default:
+	if !c.readLater(w.lease, w.revision) {
 		return nil
 	}
 	return fmt.Errorf("natskv: %s %q: %w: revision %d is older than what the cache has read since", w.kind, w.lease, lease.ErrInvalid, w.revision)
+}
+
+// readSinceLost reports whether the cache knows a later state of a lease's
+// key than e, read by Run after a lost race. An empty key (e.revision 0)
+// is later than a cached delete marker (the server has removed it since)
+// and earlier than a cached record (written since: a record goes only
+// behind a marker).
+func (c *Client) readSinceLost(name string, e entry) bool {
+	if e.revision == 0 {
+		s := c.known[name]
+		return s != nil && s.held
+	}
+	return c.readLater(name, e.revision)
+}
+
+// readLater reports whether the cache knows a later state of a lease's key
+// than revision: a later revision, or the key gone after a load that read
+// past revision (a removed marker).
+func (c *Client) readLater(name string, revision uint64) bool {
+	s := c.known[name]
+	if s == nil {
+		return revision <= c.seen
+	}
+	return s.revision > revision
 }
