@@ -201,8 +201,10 @@ func (c *Client) ClaimLeaseContext(ctx context.Context, name string, request lea
 
 // ExtendLeaseContext moves the expiry of a lease held by request.Holder to
 // request.Duration after the write started: a write at the cached revision.
-// If the lease would expire no earlier than that anyway, it writes nothing
-// and succeeds.
+// If the Client wrote the lease's record itself (and knows it landed) and
+// the lease would expire no earlier than that anyway, it writes nothing and
+// succeeds; an extension of a record it only observed is always written
+// (see "Extensions without a write" in the package doc).
 func (c *Client) ExtendLeaseContext(ctx context.Context, name string, request lease.Request) error {
 	return c.do(ctx, name, func() (*Write, error) { return c.PrepareExtend(name, request) })
 }
