@@ -185,7 +185,8 @@ func (c *Client) ExpireLease(name string) error {
 	return c.ExpireLeaseContext(ctx, name)
 }
 
-// Refresh is part of lease.Client, with the Client's timeout.
+// Refresh is part of lease.Client, with the Client's timeout. A non-nil
+// error does not always mean the cache is unchanged: see RefreshContext.
 func (c *Client) Refresh() error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
@@ -324,9 +325,17 @@ func (c *Client) info(s *state) lease.Info {
 
 // RefreshContext reloads the whole namespace in one pass over the bucket.
 // Leases whose revision has not changed keep their expiry; others expire by
-// the clock rule from now. Records that cannot be read are left out of the
-// cache (no write can succeed against them: every write is revision-checked)
-// and named in the error.
+// the clock rule from now.
+//
+// If the bucket cannot be read, the cache is unchanged and the error says
+// why. Otherwise the new view is installed even if the error is not nil:
+// records that cannot be read (bytes that are not a lease record, a record
+// without a valid holder or a positive duration, a key that is not a lease
+// key) are left out of the cache, the rest is loaded, and the error names
+// each one left out. No write can succeed against such a record (every
+// write is revision-checked), so its lease can be neither claimed nor
+// expired until someone deletes the key. Fields of a record that this
+// version does not know are ignored (protobuf's rule), not refused.
 func (c *Client) RefreshContext(ctx context.Context) error {
 	snap, err := c.Load(ctx)
 	if err != nil {

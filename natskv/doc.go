@@ -11,7 +11,12 @@
 // are, any other byte as '=' and two hex digits. The value is a
 // messages.LeaseRecord: holder, duration, and, for people reading the bucket,
 // the writer's id and wall-clock start (of the last write: renewals kept in
-// memory, below, do not change the record).
+// memory, below, do not change the record). Readers ignore fields they do
+// not know, as protobuf does: a later version may add fields for people
+// reading the bucket, but none that changes who holds a lease or for how
+// long, which older Clients would not see. A record that cannot be read
+// is left out of the cache and named in Refresh's error (see
+// Client.RefreshContext).
 //
 // # Guarantees
 //
