@@ -83,8 +83,11 @@
 // The KV revision of the record that made a holder the holder is the fencing
 // token of its tenure; extensions carry it forward in the record, so it stays
 // the same while the holder keeps the lease. Revisions are stream sequence
-// numbers, so tokens strictly increase across holder changes of a lease. Pass
-// a *Fence to Info.Trapdoor to receive it, or call Client.Fence.
+// numbers, so tokens strictly increase across holder changes of a lease, for
+// as long as the bucket lives: a bucket deleted and created again starts
+// its sequence numbers, and so its tokens, from 1, and a resource that
+// remembers tokens must then be told to forget them. Pass a *Fence to
+// Info.Trapdoor to receive it, or call Client.Fence.
 //
 // # Reads
 //
