@@ -635,8 +635,45 @@ func TestRefreshReportsGarbageRecords(t *testing.T) {
 		}
 	}
 	mustHold(t, c, "good", "h", epoch.Add(time.Minute))
-	// Nobody can claim over the garbage: the write is revision-checked.
-	mustBeInvalid(t, c.ClaimLease("bad", req("h", time.Minute)))
+}
+
+// Nobody can write over an unreadable record (every write is
+// revision-checked), and no operation on its lease reports ErrInvalid:
+// that would tell the caller its view is up to date and to decide again,
+// and a claim decided again from a view without the lease loses again,
+// for ever.
+func TestOperationsOnAnUnreadableRecordFailWithoutErrInvalid(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		op   func(c *natskv.Client) error
+	}{
+		{"claim", func(c *natskv.Client) error { return c.ClaimLease("bad", req("h", time.Minute)) }},
+		{"extend", func(c *natskv.Client) error { return c.ExtendLease("bad", req("h", time.Minute)) }},
+		{"expire", func(c *natskv.Client) error { return c.ExpireLease("bad") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			s.put(t, "ns.bad", []byte{0xff, 0xfe, 0x00, 0x01})
+			c, err := natskv.NewClient(natskv.Config{Bucket: s.bucket, Namespace: "ns", Clock: newClock()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Refresh(); err == nil {
+				t.Fatal("Refresh over garbage = nil, want an error")
+			}
+			before := s.lastRevision(t)
+			err = tt.op(c)
+			if err == nil || errors.Is(err, lease.ErrInvalid) || !strings.Contains(err.Error(), `"ns.bad"`) {
+				t.Fatalf("err = %v; want one naming key \"ns.bad\", not ErrInvalid", err)
+			}
+			if after := s.lastRevision(t); after != before {
+				t.Fatalf("wrote over an unreadable record: revision %d -> %d", before, after)
+			}
+			if _, _, ok := c.Holder("bad"); ok {
+				t.Fatal("an unreadable record is in the cache as held")
+			}
+		})
+	}
 }
 
 func TestBadArgumentsChangeNothing(t *testing.T) {

@@ -294,7 +294,9 @@ func (w *Write) lost(e entry, readErr error) {
 // Apply records the outcome of a Write that has run and returns it: nil on
 // success, an error wrapping ErrInvalid if another writer got there first (the
 // cache then holds the key's state as Run read it after losing, unless the
-// cache has read a later one since), or the store's error.
+// cache has read a later one since), or the store's error. A write that lost
+// to a record that cannot be read fails with an error naming the record,
+// not ErrInvalid: the cache cannot be brought up to date.
 func (c *Client) Apply(w *Write) error {
 	if !w.ran {
 		return fmt.Errorf("natskv: %s %q: write applied before it ran", w.kind, w.lease)
@@ -312,7 +314,10 @@ func (c *Client) Apply(w *Write) error {
 			return fmt.Errorf("natskv: %s %q: %w", w.kind, w.lease, w.err)
 		}
 		if err := c.observe(w.lease, *w.latest, c.clock.Now()); err != nil {
-			return fmt.Errorf("natskv: %s %q: %w (and %v)", w.kind, w.lease, w.err, err)
+			// Not ErrInvalid: the cache cannot be brought up to date, and a
+			// caller that decided again from it would find the lease free
+			// and lose the same race again, for ever.
+			return fmt.Errorf("natskv: %s %q: lost a race to a record that cannot be read: %w", w.kind, w.lease, err)
 		}
 		return fmt.Errorf("natskv: %s %q: %w", w.kind, w.lease, w.err)
 	case w.err != nil:
@@ -376,9 +381,14 @@ func (c *Client) superseded(w *Write) error {
 // and earlier than a cached record (written since: a record goes only
 // behind a marker).
 func (c *Client) readSinceLost(name string, e entry) bool {
-	if e.revision == 0 {
-		s := c.known[name]
+	s := c.known[name]
+	switch {
+	case e.revision == 0:
 		return s != nil && s.held
+	case s == nil && !e.deleted:
+		// Left out of the cache as unreadable, or gone since.
+		_, _, _, err := decodeRecord(e.value)
+		return err == nil && e.revision <= c.seen
 	}
 	return c.readLater(name, e.revision)
 }
