@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -945,5 +946,64 @@ func TestExpiring(t *testing.T) {
 	due, next, ok = c.Expiring(clock.Now().Add(time.Second + 1))
 	if strings.Join(due, ",") != "a,b" || !ok || !next.Equal(epoch.Add(time.Minute)) {
 		t.Fatalf("just after: due %v, next %v %v; want a,b due, next at %v", due, next, ok, epoch.Add(time.Minute))
+	}
+}
+
+// Names of the longest length allowed, in the namespace and the lease,
+// round-trip through keys even when escaping triples them.
+func TestLongestNamesRoundTrip(t *testing.T) {
+	for _, tt := range []struct{ name, value string }{
+		{"plain", strings.Repeat("a", natskv.MaxNameBytes)},
+		{"two-byte runes", strings.Repeat("é", natskv.MaxNameBytes/2)},
+		{"all escaped", strings.Repeat("=", natskv.MaxNameBytes)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			clock := newClock()
+			c := s.client(t, tt.value, clock)
+			if err := c.ClaimLease(tt.value, req(tt.value, time.Minute)); err != nil {
+				t.Fatalf("claim: %v", err)
+			}
+			mustHold(t, s.client(t, tt.value, clock), tt.value, tt.value, epoch.Add(time.Minute))
+			clock.Advance(time.Minute + 1)
+			if err := c.ExpireLease(tt.value); err != nil {
+				t.Fatalf("expire: %v", err)
+			}
+		})
+	}
+}
+
+// A lease deleted or purged behind the holder's back: the holder's next
+// written extension loses the race and learns the lease is gone, and the
+// next claim gets a higher fencing token.
+func TestALeaseRemovedBehindTheClientsBack(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		remove func(kv jetstream.KeyValue, key string) error
+	}{
+		{"delete", func(kv jetstream.KeyValue, key string) error { return kv.Delete(context.Background(), key) }},
+		{"purge", func(kv jetstream.KeyValue, key string) error { return kv.Purge(context.Background(), key) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _, c := claimedForAMinute(t)
+			before := fence(t, c, "l")
+			kv, err := s.js.KeyValue(context.Background(), natskv.DefaultBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.remove(kv, "ns.l"); err != nil {
+				t.Fatal(err)
+			}
+			mustBeInvalid(t, c.ExtendLease("l", req("h", 2*time.Minute)))
+			if holder, _, ok := c.Holder("l"); ok {
+				t.Fatalf("after losing to a %s the cache says %q holds the lease", tt.name, holder)
+			}
+			if err := c.ClaimLease("l", req("next", time.Minute)); err != nil {
+				t.Fatalf("claim after a %s: %v", tt.name, err)
+			}
+			if after := fence(t, c, "l"); after <= before {
+				t.Fatalf("fencing token %d after a %s, not above %d", after, tt.name, before)
+			}
+		})
 	}
 }
