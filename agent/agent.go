@@ -153,6 +153,7 @@ type Service struct {
 	owners    *owners             // nil without Ownership
 	toMe      *nats.Subscription  // requests forwarded to this agent
 	pings     *nats.Subscription  // answers pings on this agent's ID
+	buckets   *nats.Subscription  // answers which bucket this agent uses
 	run       string              // this run's nonce, in its answers to pings
 	ownersWG  sync.WaitGroup
 	stopOwn   context.CancelFunc
@@ -190,6 +191,11 @@ func Start(cfg Config) (*Service, error) {
 		protocol.OpClaim:   s.claim,
 		protocol.OpCheck:   s.check,
 		protocol.OpRelease: s.release,
+	}
+	// Agents on one prefix share its requests: they must share a bucket.
+	if err := s.claimPrefix(); err != nil {
+		_ = s.Stop()
+		return nil, err
 	}
 	// Ownership first: a request taken before it is in place would be
 	// answered without asking who owns its namespace.
@@ -336,6 +342,57 @@ func (s *Service) idTaken() error {
 	return fmt.Errorf("agent: Ownership.AgentID: another agent already runs as %q on this bucket's NATS; give each agent its own ID", s.cfg.Ownership.AgentID)
 }
 
+// bucketOp is the last token of the subject every agent answers with the
+// name of its bucket: _leaseagent.<prefix>.bucket. Three tokens, so no
+// agent's forwarded requests or pings (five) are sent there.
+const bucketOp = "bucket"
+
+// claimPrefix returns an error if an agent with this prefix uses another
+// bucket, and from then on answers which bucket this agent uses. Agents
+// on one prefix take each other's requests (one queue group), so agents
+// on two buckets would each grant, from its own bucket, leases the other
+// holds. As in claimID it answers before it asks: of two started
+// together, at least the second hears the first.
+func (s *Service) claimPrefix() error {
+	nc, subject := s.cfg.Conn, forwardRoot+"."+s.cfg.Prefix+"."+bucketOp
+	bucket := s.cfg.Manager.Bucket().Name()
+	var err error
+	s.buckets, err = nc.Subscribe(subject, func(m *nats.Msg) { _ = m.Respond([]byte(bucket)) })
+	if err != nil {
+		return fmt.Errorf("agent: answer on %s: %w", subject, err)
+	}
+	inbox := nc.NewRespInbox()
+	answers, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return fmt.Errorf("agent: ask %s: %w", subject, err)
+	}
+	defer func() { _ = answers.Unsubscribe() }()
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		return fmt.Errorf("agent: ask %s: %w", subject, err)
+	}
+	// Every answer naming this bucket may be this agent's own; after the
+	// first, others come within pingAfterOwn.
+	deadline, heard := time.Now().Add(pingTimeout), false
+	for {
+		wait := time.Until(deadline)
+		if heard {
+			wait = min(wait, pingAfterOwn)
+		}
+		m, err := answers.NextMsg(wait)
+		switch {
+		case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
+			return nil
+		case err != nil:
+			return fmt.Errorf("agent: ask %s: %w", subject, err)
+		case string(m.Data) != bucket:
+			return fmt.Errorf("agent: agents on prefix %q already use bucket %q, not %q: "+
+				"they would take this agent's requests and it theirs, each granting leases from its own bucket; "+
+				"give each bucket its own prefix (--prefix)", s.cfg.Prefix, string(m.Data), bucket)
+		}
+		heard = true
+	}
+}
+
 // pingTimeout bounds each ping: a running agent answers well within it.
 // On the first ping, no answer within it makes the new agent refuse to
 // start (something listens; it may be a paused agent); on the second, it
@@ -395,6 +452,9 @@ func (s *Service) Stop() error {
 		}
 		if s.pings != nil {
 			errs = append(errs, s.pings.Drain())
+		}
+		if s.buckets != nil {
+			errs = append(errs, s.buckets.Drain())
 		}
 		if s.svc != nil {
 			errs = append(errs, s.svc.Stop())

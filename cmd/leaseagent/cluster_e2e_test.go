@@ -168,3 +168,42 @@ func TestServeWithATakenAgentIDSaysOnlyThat(t *testing.T) {
 		checkErrorLine(t, stderr, `another agent already runs as "leaseagent"`)
 	}
 }
+
+// Agents answer requests on their --prefix, whatever their --bucket: an
+// agent on another bucket with the same prefix would share the requests
+// of the running one and grant, from its own bucket, leases the running
+// one holds for someone else. It refuses to start, naming both buckets;
+// with its own --prefix it serves.
+func TestServeOnAnotherBucketWithTheSamePrefix(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	tests := []struct {
+		name    string
+		args    []string
+		refused string // "" if it serves
+	}{
+		{"same prefix, another bucket", []string{"--bucket", "other"},
+			`agents on prefix "lease" already use bucket "leases", not "other"`},
+		{"another prefix, another bucket", []string{"--bucket", "other", "--prefix", "other"}, ""},
+		{"same prefix, same bucket", []string{"--agent-id", "second"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"serve", "--nats-url", d.url, "--agent-id", "second"}, tt.args...)
+			if tt.refused != "" {
+				_, stderr, code := cli(t, "", args...)
+				if code != exitOther {
+					t.Fatalf("serve %v: exit %d, want %d; stderr %q", tt.args, code, exitOther, stderr)
+				}
+				checkErrorLine(t, stderr, tt.refused)
+				return
+			}
+			p := start(t, "", args[1:]...)
+			if line := nextLine(t, p.stdout, "ready line"); !strings.HasPrefix(line, "leaseagent listening on ") {
+				t.Fatalf("serve %v: first line %q, want the ready line", tt.args, line)
+			}
+			if code := p.stop(t, syscall.SIGTERM); code != 0 {
+				t.Fatalf("serve %v: exit %d after SIGTERM", tt.args, code)
+			}
+		})
+	}
+}
