@@ -87,7 +87,8 @@ type statusPeer struct {
 	Current bool   `json:"current"`
 	Offline bool   `json:"offline"`
 	// ActiveMS is how long ago the leader last heard from this follower,
-	// in milliseconds; 0 for the leader.
+	// in milliseconds; 0 for the leader, and for a follower it has not
+	// heard from since it was elected.
 	ActiveMS float64 `json:"active_ms"`
 	// Lag is how many operations this follower is behind the leader.
 	Lag uint64 `json:"lag"`
@@ -402,6 +403,11 @@ func writeStatus(w io.Writer, r *statusReport) error {
 			current = "offline"
 		case p.Current:
 			current = "yes"
+		}
+		if !p.Leader && p.ActiveMS == 0 {
+			// NATS reports 0 for a follower the leader has not heard
+			// from since it was elected: one that died before.
+			active = "never"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", printable(p.Name), role, current, active, lag)
 	}

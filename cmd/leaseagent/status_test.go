@@ -271,3 +271,38 @@ func TestStatusCluster(t *testing.T) {
 		t.Errorf("status namespaces %q", rows)
 	}
 }
+
+// A stream leader elected after a follower died has never heard from it:
+// NATS reports its activity as 0, which must not read as "heard just now".
+func TestStatusNodeRow(t *testing.T) {
+	tests := []struct {
+		name string
+		peer statusPeer
+		want string // the row's fields after NODE
+	}{
+		{"leader", statusPeer{Name: "n", Leader: true, Current: true}, "leader yes - -"},
+		{"current follower", statusPeer{Name: "n", Current: true, ActiveMS: 250}, "follower yes 250ms 0"},
+		{"lagging follower", statusPeer{Name: "n", ActiveMS: 12000, Lag: 7}, "follower no 12s 7"},
+		{"offline follower", statusPeer{Name: "n", Offline: true, ActiveMS: 95000, Lag: 3}, "follower offline 1m35s 3"},
+		{"follower never heard from", statusPeer{Name: "n", Lag: 148}, "follower no never 148"},
+		{"offline follower never heard from", statusPeer{Name: "n", Offline: true}, "follower offline never 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			r := &statusReport{Bucket: statusBucket{Name: "leases", Stream: "KV_leases", Replicas: 3, Leader: "l", Peers: []statusPeer{tt.peer}}}
+			if err := writeStatus(&out, r); err != nil {
+				t.Fatal(err)
+			}
+			var row string
+			for line := range strings.Lines(out.String()) {
+				if f := strings.Fields(line); len(f) > 0 && f[0] == "n" {
+					row = strings.Join(f[1:], " ")
+				}
+			}
+			if row != tt.want {
+				t.Errorf("node row %q, want %q; status:\n%s", row, tt.want, out.String())
+			}
+		})
+	}
+}
