@@ -257,3 +257,26 @@ func TestServeExternalWithoutJetStreamFailsAtOnce(t *testing.T) {
 		t.Errorf("stdout = %q, want nothing", stdout.String())
 	}
 }
+
+// Replicas are fixed when the bucket is created: an agent asked for more
+// than an existing bucket has says so, since the bucket then survives
+// fewer failures than the operator planned for.
+func TestServeWarnsOfABucketWithFewerReplicasThanAsked(t *testing.T) {
+	const warning = `the bucket has fewer replicas than --replicas`
+	url, _ := serveInProcess(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()) // creates an R1 bucket
+	for _, tc := range []struct {
+		name     string
+		replicas string
+		warn     bool
+	}{
+		{"asked for as many", "1", false},
+		{"asked for more", "3", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, logs := serveInProcess(t, "--nats-url", url, "--agent-id", "r"+tc.replicas, "--replicas", tc.replicas)
+			if got := strings.Contains(logs.String(), warning); got != tc.warn {
+				t.Errorf("--replicas %s on an R1 bucket: warned %v, want %v; log:\n%s", tc.replicas, got, tc.warn, logs.String())
+			}
+		})
+	}
+}

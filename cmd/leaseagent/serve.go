@@ -303,6 +303,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		}
 		return errors.Join(fmt.Errorf("start the lease manager: %w", err), stopErr)
 	}
+	warnIfFewerReplicas(ctx, r.mgr.Bucket(), cfg, logger)
 	r.svc, err = agent.Start(agent.Config{
 		Conn:      r.nc,
 		Manager:   r.mgr,
@@ -416,4 +417,19 @@ func demote(level slog.Level) slog.Level {
 		return slog.LevelDebug
 	}
 	return level
+}
+
+// warnIfFewerReplicas logs a warning when the bucket, created before, has
+// fewer replicas than --replicas asks for: replicas are fixed when it is
+// created, and it survives fewer failures than asked.
+func warnIfFewerReplicas(ctx context.Context, b *natskv.Bucket, cfg serveConfig, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+	info, err := b.StreamInfo(ctx)
+	if err != nil || info.Config.Replicas >= cfg.Replicas {
+		return
+	}
+	logger.Warn("the bucket has fewer replicas than --replicas: replicas are fixed when a bucket is created, "+
+		"so it keeps fewer copies than asked for; change it with 'nats stream edit' (see docs/operations.md)",
+		"bucket", b.Name(), "stream", info.Config.Name, "replicas", info.Config.Replicas, "asked", cfg.Replicas)
 }
