@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -238,7 +239,8 @@ func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mc
 			if srv == nil {
 				return nil, fmt.Errorf("the bucket could not be opened within %v (--start-timeout): %w", cfg.StartTimeout, err)
 			}
-			return nil, fmt.Errorf("the JetStream cluster did not form within %v (--start-timeout): %w", cfg.StartTimeout, err)
+			return nil, fmt.Errorf("the JetStream cluster did not form within %v (--start-timeout); %s: %w",
+				cfg.StartTimeout, describePeers(routedPeers(srv)), err)
 		}
 		if now := time.Now(); now.Sub(lastLog) >= clusterWaitLogEvery && now.Sub(begin) >= time.Second {
 			lastLog = now
@@ -246,7 +248,7 @@ func startManager(ctx context.Context, cfg serveConfig, srv *embedded.Server, mc
 				logger.Info("waiting for the NATS server's JetStream", "waited", now.Sub(begin).Round(time.Second), "err", err)
 			} else {
 				logger.Info("waiting for the JetStream cluster", "cluster", cfg.Cluster.Name, "server", srv.Name(),
-					"routes", srv.NATSServer().NumRoutes(), "waited", now.Sub(begin).Round(time.Second), "err", err)
+					"peers", strings.Join(routedPeers(srv), ","), "waited", now.Sub(begin).Round(time.Second), "err", err)
 			}
 		}
 		wait := clusterPoll
@@ -271,8 +273,37 @@ func metaLeader(srv *embedded.Server) string {
 	return info.Meta.Leader
 }
 
+// routedPeers returns the names of the other servers srv has routes to,
+// sorted. (nats-server's route count is of connections, several per
+// server.)
+func routedPeers(srv *embedded.Server) []string {
+	rz, err := srv.NATSServer().Routez(&server.RoutezOptions{})
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, r := range rz.Routes {
+		if !slices.Contains(names, r.RemoteName) {
+			names = append(names, r.RemoteName)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// describePeers says which other nodes the routes reach.
+func describePeers(peers []string) string {
+	switch len(peers) {
+	case 0:
+		return "its routes reach no other node (are they running, do --routes reach them, are --cluster-user and --cluster-password the same on every node, and each --server-name unique?)"
+	case 1:
+		return fmt.Sprintf("its routes reach 1 other node (%s)", peers[0])
+	}
+	return fmt.Sprintf("its routes reach %d other nodes (%s)", len(peers), strings.Join(peers, ", "))
+}
+
 // errNoMetaLeader is why startManager waits before its first attempt.
-var errNoMetaLeader = errors.New("no JetStream meta leader yet (do the other nodes run, and do --routes reach them?)")
+var errNoMetaLeader = errors.New("no JetStream meta leader yet (one is elected once every node in --routes has joined the first time, a majority afterwards)")
 
 // clusterSuffix is what the ready line adds in cluster mode: "" for a
 // standalone server.

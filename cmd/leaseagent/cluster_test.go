@@ -280,3 +280,46 @@ func TestServeWarnsOfABucketWithFewerReplicasThanAsked(t *testing.T) {
 		})
 	}
 }
+
+// A node whose cluster does not form says, when it gives up, which other
+// nodes its routes reached: none points at --routes, the network or the
+// route credentials; some at the nodes missing.
+func TestServeNamesTheNodesItReachedWhenTheClusterDoesNotForm(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		peer bool // start a peer node, which keeps waiting for the third
+		want string
+	}{
+		{"alone", false, "routes reach no other node"},
+		{"with one of two peers", true, "routes reach 1 other node (peer)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			self, peer, absent := freePort(t), freePort(t), freePort(t)
+			var routes []string
+			for _, p := range []int{self, peer, absent} {
+				routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
+			}
+			if tc.peer {
+				srv, err := embedded.Start(embedded.Config{Name: "peer", Host: "127.0.0.1", Port: embedded.RandomPort, DataDir: t.TempDir(),
+					Cluster: embedded.Cluster{Name: "c", Host: "127.0.0.1", Port: peer, Routes: routes}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(srv.Shutdown)
+			}
+			cfg := serveConfig{
+				Host: "127.0.0.1", Port: embedded.RandomPort, DataDir: t.TempDir(), StartTimeout: 3 * time.Second,
+				ServerName: "lonely",
+				Cluster:    embedded.Cluster{Name: "c", Host: "127.0.0.1", Port: self, Routes: routes},
+				Bucket:     "leases", Replicas: 3, Prefix: "lease", MaxDuration: time.Hour,
+			}
+			var logs syncBuffer
+			err := serve(context.Background(), cfg, io.Discard, slog.New(slog.NewTextHandler(&logs, nil)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("serve = %v, want an error saying %q; log:\n%s", err, tc.want, logs.String())
+			}
+		})
+	}
+}
