@@ -361,36 +361,14 @@ func (s *Service) claimPrefix() error {
 	if err != nil {
 		return fmt.Errorf("agent: answer on %s: %w", subject, err)
 	}
-	inbox := nc.NewRespInbox()
-	answers, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return fmt.Errorf("agent: ask %s: %w", subject, err)
-	}
-	defer func() { _ = answers.Unsubscribe() }()
-	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		return fmt.Errorf("agent: ask %s: %w", subject, err)
-	}
-	// Every answer naming this bucket may be this agent's own; after the
-	// first, others come within pingAfterOwn.
-	deadline, heard := time.Now().Add(pingTimeout), false
-	for {
-		wait := time.Until(deadline)
-		if heard {
-			wait = min(wait, pingAfterOwn)
-		}
-		m, err := answers.NextMsg(wait)
-		switch {
-		case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
-			return nil
-		case err != nil:
-			return fmt.Errorf("agent: ask %s: %w", subject, err)
-		case string(m.Data) != bucket:
+	return s.askAgents(subject, func(answer []byte) error {
+		if string(answer) != bucket {
 			return fmt.Errorf("agent: agents on prefix %q already use bucket %q, not %q: "+
 				"they would take this agent's requests and it theirs, each granting leases from its own bucket; "+
-				"give each bucket its own prefix (--prefix)", s.cfg.Prefix, string(m.Data), bucket)
+				"give each bucket its own prefix (--prefix)", s.cfg.Prefix, string(answer), bucket)
 		}
-		heard = true
-	}
+		return nil
+	})
 }
 
 // pingTimeout bounds each ping: a running agent answers well within it.
@@ -405,25 +383,37 @@ const pingTimeout = 2 * time.Second
 const pingAfterOwn = 100 * time.Millisecond
 
 // pingID pings subject and returns an error if an agent other than this
-// run answers. It waits for this run's own answer (which shows the ping
-// went through the server) and pingAfterOwn more; on a connection with
+// run answers (see askAgents).
+func (s *Service) pingID(subject string) error {
+	return s.askAgents(subject, func(answer []byte) error {
+		if string(answer) != s.run {
+			return s.idTaken()
+		}
+		return nil
+	})
+}
+
+// askAgents sends a request to subject, which this agent answers too, and
+// gives every answer to check, until one fails it. After the first answer
+// (likely this agent's own, which shows the request went through the
+// server) it waits pingAfterOwn more for others. On a connection with
 // NoEcho its own answer never comes, and the server's "no responders", or
 // pingTimeout, says nobody else is there.
-func (s *Service) pingID(subject string) error {
+func (s *Service) askAgents(subject string, check func(answer []byte) error) error {
 	nc := s.cfg.Conn
 	inbox := nc.NewRespInbox()
 	answers, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return fmt.Errorf("agent: ping %s: %w", subject, err)
+		return fmt.Errorf("agent: ask %s: %w", subject, err)
 	}
 	defer func() { _ = answers.Unsubscribe() }()
 	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
-		return fmt.Errorf("agent: ping %s: %w", subject, err)
+		return fmt.Errorf("agent: ask %s: %w", subject, err)
 	}
-	deadline, heardOwn := time.Now().Add(pingTimeout), false
+	deadline, heard := time.Now().Add(pingTimeout), false
 	for {
 		wait := time.Until(deadline)
-		if heardOwn {
+		if heard {
 			wait = min(wait, pingAfterOwn)
 		}
 		m, err := answers.NextMsg(wait)
@@ -431,11 +421,12 @@ func (s *Service) pingID(subject string) error {
 		case errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders):
 			return nil // no other agent answered
 		case err != nil:
-			return fmt.Errorf("agent: ping %s: %w", subject, err)
-		case string(m.Data) != s.run:
-			return s.idTaken()
+			return fmt.Errorf("agent: ask %s: %w", subject, err)
 		}
-		heardOwn = true
+		if err := check(m.Data); err != nil {
+			return err
+		}
+		heard = true
 	}
 }
 
