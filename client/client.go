@@ -130,7 +130,10 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 }
 
 // Namespace returns the leases of one namespace. An invalid name is
-// reported by the calls.
+// reported by the calls, as an error wrapping protocol.ErrInvalidArgument,
+// before they send anything; so are invalid lease and holder names and
+// durations that are not positive. What only the agent knows (its maximum
+// duration, its per-namespace policy) is checked by the agent.
 func (c *Client) Namespace(name string) *Namespace {
 	return &Namespace{c: c, name: name}
 }

@@ -39,6 +39,12 @@ func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) 
 // holds it. On nil, the holder keeps the lease until at least duration
 // after the call started. ErrClaimDenied means another holder holds it.
 func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	if err := checkNames("lease", leaseName, "holder", holderName); err != nil {
+		return err
+	}
+	if duration <= 0 {
+		return fmt.Errorf("%w: duration %v must be positive", protocol.ErrInvalidArgument, duration)
+	}
 	in := &messages.ClaimRequest{Lease: leaseName, Holder: holderName, Duration: durationpb.New(duration)}
 	return n.c.call(ctx, protocol.OpClaim, n.name, in, &messages.ClaimReply{}, true)
 }
@@ -46,6 +52,9 @@ func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName stri
 // Release gives up a lease that holder holds, now. ErrNotHeld means holder
 // does not hold it.
 func (n *Namespace) Release(ctx context.Context, leaseName, holderName string) error {
+	if err := checkNames("lease", leaseName, "holder", holderName); err != nil {
+		return err
+	}
 	in := &messages.ReleaseRequest{Lease: leaseName, Holder: holderName}
 	return n.c.call(ctx, protocol.OpRelease, n.name, in, &messages.ReleaseReply{}, false)
 }
@@ -98,6 +107,9 @@ type State struct {
 
 // Lease asks the agent whether a lease is held.
 func (n *Namespace) Lease(ctx context.Context, leaseName string) (State, error) {
+	if err := checkNames("lease", leaseName); err != nil {
+		return State{}, err
+	}
 	var out messages.StateReply
 	if err := n.c.call(ctx, protocol.OpState, n.name, &messages.StateRequest{Lease: leaseName}, &out, true); err != nil {
 		return State{}, err
@@ -115,11 +127,8 @@ func (n *Namespace) WaitUntilExpired(leaseName string) error {
 // re-ask finds it free. It returns an error wrapping ctx's error if ctx
 // ends first.
 func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName string) error {
-	if err := natskv.CheckName("lease", leaseName); err != nil {
-		return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
-	}
-	if err := natskv.CheckName("namespace", n.name); err != nil {
-		return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+	if err := checkNames("lease", leaseName, "namespace", n.name); err != nil {
+		return err
 	}
 	events := make(chan struct{}, 1)
 	sub, err := n.c.nc.Subscribe(protocol.EventSubject(n.c.opts.prefix, protocol.EventExpired, n.name, leaseName), func(*nats.Msg) {
@@ -185,22 +194,41 @@ func (t *Token) Check(trapdoorKey interface{}) error {
 
 // CheckContext asks the agent whether the holder holds the lease: nil if
 // so, ErrNotHeld if not. A *natskv.Fence trapdoor key receives the fencing
-// token; any other non-nil key is an error.
+// token; any other non-nil key, or a nil *natskv.Fence, is refused with
+// ErrInvalidArgument before anything is sent.
 func (t *Token) CheckContext(ctx context.Context, trapdoorKey interface{}) error {
-	switch trapdoorKey.(type) {
-	case nil, *natskv.Fence:
+	switch k := trapdoorKey.(type) {
+	case nil:
+	case *natskv.Fence:
+		if k == nil {
+			return fmt.Errorf("%w: trapdoor key is a nil *natskv.Fence", protocol.ErrInvalidArgument)
+		}
 	default:
-		return fmt.Errorf("client: trapdoor key of type %T not supported; use *natskv.Fence", trapdoorKey)
+		return fmt.Errorf("%w: trapdoor key of type %T not supported; use *natskv.Fence", protocol.ErrInvalidArgument, trapdoorKey)
+	}
+	if err := checkNames("lease", t.lease, "holder", t.holder); err != nil {
+		return err
 	}
 	var out messages.CheckReply
 	if err := t.n.c.call(ctx, protocol.OpCheck, t.n.name, &messages.CheckRequest{Lease: t.lease, Holder: t.holder}, &out, true); err != nil {
 		return err
 	}
 	if f, ok := trapdoorKey.(*natskv.Fence); ok {
-		if f == nil {
-			return fmt.Errorf("client: trapdoor key is a nil *natskv.Fence")
-		}
 		*f = natskv.Fence{Bucket: out.GetBucket(), Key: out.GetKey(), Revision: out.GetRevision()}
+	}
+	return nil
+}
+
+// checkNames returns an error wrapping protocol.ErrInvalidArgument that
+// names the first invalid name of whats and names, given in pairs ("lease",
+// leaseName, ...), so bad input is refused before anything is sent: with
+// no agent running it would otherwise be retried, then reported as
+// unavailable.
+func checkNames(pairs ...string) error {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if err := natskv.CheckName(pairs[i], pairs[i+1]); err != nil {
+			return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
+		}
 	}
 	return nil
 }
