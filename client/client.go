@@ -22,6 +22,9 @@
 // repeat: claim (a repeat extends), check, list and state. A release is
 // retried only when no agent received it.
 //
+// A call whose context has already ended sends nothing (no request, no
+// subscription) and returns an error wrapping the context's error.
+//
 // # Waiting
 //
 // WaitUntilExpired subscribes to the lease's expired event before asking

@@ -120,6 +120,9 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 			return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
 		}
 	}
+	if err := ctx.Err(); err != nil { // subscribe to nothing
+		return err
+	}
 	expired := make(chan struct{}, 1)
 	subs, err := n.electionEvents(e, expired)
 	if err != nil {

@@ -113,3 +113,31 @@ func TestCallsRefuseBadInputBeforeSending(t *testing.T) {
 		})
 	}
 }
+func TestEndedContextSendsNothing(t *testing.T) {
+	e := testenv.Start(t)
+	c := newCountingClient(t, e)
+	n := c.Namespace("ns")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, call := range map[string]func() error{
+		"claim":   func() error { return n.ClaimContext(ctx, "l", "h", time.Minute) },
+		"release": func() error { return n.Release(ctx, "l", "h") },
+		"state":   func() error { _, err := n.Lease(ctx, "l"); return err },
+		"list":    func() error { _, err := n.Leases(ctx); return err },
+		"check":   func() error { return n.Token("l", "h").(*client.Token).CheckContext(ctx, nil) },
+		"wait":    func() error { return n.WaitUntilExpiredContext(ctx, "l") },
+		"elect": func() error {
+			return n.Elect(ctx, client.Election{Lease: "l", Holder: "h", Duration: time.Second, Run: func(context.Context) {}})
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var err error
+			if sent := c.sent(t, func() { err = call() }); sent != 0 {
+				t.Errorf("sent %d bytes with an ended context", sent)
+			}
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("error = %v, want one wrapping context.Canceled", err)
+			}
+		})
+	}
+}

@@ -130,6 +130,9 @@ func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName strin
 	if err := checkNames("lease", leaseName, "namespace", n.name); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil { // subscribe to nothing
+		return fmt.Errorf("wait for %q: %w", leaseName, err)
+	}
 	events := make(chan struct{}, 1)
 	sub, err := n.c.nc.Subscribe(protocol.EventSubject(n.c.opts.prefix, protocol.EventExpired, n.name, leaseName), func(*nats.Msg) {
 		select {
