@@ -11,7 +11,6 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/messages"
-	"github.com/leaseagent/lease/natskv"
 	"github.com/leaseagent/lease/protocol"
 )
 
@@ -109,16 +108,19 @@ func (e *Election) validate() error {
 // Elect returns ctx's error when ctx ends, nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
 // time. It waits for Run to return before returning.
+//
+// An invalid election (a bad namespace, lease or holder name, a Duration
+// that is not positive or too short to divide, negative or too long
+// intervals, a nil Run) is refused with an error wrapping
+// protocol.ErrInvalidArgument before anything is sent.
 func (n *Namespace) Elect(ctx context.Context, e Election) error {
 	if err := e.validate(); err != nil {
 		return err
 	}
 	// Checked here, before subscribing to the lease's events: an empty
 	// name makes no subject, and would fail as if NATS were unavailable.
-	for _, name := range []struct{ what, name string }{{"namespace", n.name}, {"lease", e.Lease}, {"holder", e.Holder}} {
-		if err := natskv.CheckName(name.what, name.name); err != nil {
-			return fmt.Errorf("%w: %w", protocol.ErrInvalidArgument, err)
-		}
+	if err := checkNames("namespace", n.name, "lease", e.Lease, "holder", e.Holder); err != nil {
+		return fmt.Errorf("election: %w", err)
 	}
 	if err := ctx.Err(); err != nil { // subscribe to nothing
 		return err

@@ -141,3 +141,32 @@ func TestEndedContextSendsNothing(t *testing.T) {
 		})
 	}
 }
+func TestElectRefusesBadNamesBeforeSending(t *testing.T) {
+	e := testenv.Start(t)
+	c := newCountingClient(t, e)
+	run := func(context.Context) {}
+	long := strings.Repeat("x", natskv.MaxNameBytes+1)
+	for name, tc := range map[string]struct {
+		namespace string
+		election  client.Election
+	}{
+		"empty lease":     {"ns", client.Election{Lease: "", Holder: "h", Duration: time.Second, Run: run}},
+		"too long lease":  {"ns", client.Election{Lease: long, Holder: "h", Duration: time.Second, Run: run}},
+		"spaced holder":   {"ns", client.Election{Lease: "l", Holder: "h 1", Duration: time.Second, Run: run}},
+		"empty namespace": {"", client.Election{Lease: "l", Holder: "h", Duration: time.Second, Run: run}},
+		// Duration/3 would be zero: a renewal and retry loop without pause.
+		"duration too short to divide": {"ns", client.Election{Lease: "l", Holder: "h", Duration: 2, Run: run}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var err error
+			if sent := c.sent(t, func() { err = c.Namespace(tc.namespace).Elect(ctx, tc.election) }); sent != 0 {
+				t.Errorf("sent %d bytes for a bad election", sent)
+			}
+			if !errors.Is(err, protocol.ErrInvalidArgument) {
+				t.Errorf("Elect = %v, want ErrInvalidArgument", err)
+			}
+		})
+	}
+}
