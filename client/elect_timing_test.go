@@ -114,3 +114,42 @@ func TestLeaderOfAStalledAgentStopsBeforeItsGuaranteeRunsOut(t *testing.T) {
 	}
 	l.check(t)
 }
+
+// An election cancelled while its claim is in flight may have won the
+// lease without knowing it: with Release, it gives the lease up rather
+// than leave the other candidates waiting for Duration.
+func TestElectWithReleaseGivesUpAClaimInterruptedByCancellation(t *testing.T) {
+	e := realTimeAgent(t)
+	answered, unblock := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(unblock) })
+	var claims atomic.Int32
+	proxy(t, e, func(subject string) bool {
+		if strings.HasPrefix(subject, "proxy.claim.") && claims.Add(1) == 1 {
+			close(answered) // the agent has made the claim
+			<-unblock       // its reply is lost on the way
+			return false
+		}
+		return true
+	})
+	n := newClient(t, e, client.WithPrefix("proxy")).Namespace("ns")
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() {
+		result <- n.Elect(ctx, client.Election{
+			Lease: "leader", Holder: "a", Duration: time.Minute, Release: true,
+			Run: func(ctx context.Context) { t.Error("Run called"); <-ctx.Done() },
+		})
+	}()
+	<-answered
+	cancel()
+	if err := <-result; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Elect = %v, want context.Canceled", err)
+	}
+	st, err := newClient(t, e).Namespace("ns").Lease(context.Background(), "leader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Held {
+		t.Fatalf("after Elect returned, %q still holds the lease", st.Holder)
+	}
+}

@@ -44,7 +44,9 @@ type Election struct {
 	RetryEvery time.Duration
 
 	// Release gives the lease up when Elect returns while leading, so a
-	// follower can take over at once instead of after Duration.
+	// follower can take over at once instead of after Duration; also when
+	// ctx ends while a claim that may have taken effect unseen (its call
+	// failed or was answered too late) is the last one made.
 	Release bool
 
 	// Run is the leader's work, called once leadership is won, on its own
@@ -135,23 +137,33 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 			_ = s.Unsubscribe()
 		}
 	}()
+	// mayHold is whether the last claim may have taken effect unseen (it
+	// failed other than by denial, or was answered too late).
+	mayHold := false
+	stopped := func() error {
+		if e.Release && mayHold {
+			_ = n.releaseNow(&e)
+		}
+		return ctx.Err()
+	}
 	for {
 		start := time.Now()
 		err := n.ClaimContext(ctx, e.Lease, e.Holder, e.Duration)
+		mayHold = err == nil || !errors.Is(err, lease.ErrClaimDenied)
 		switch {
 		case err == nil && time.Now().Before(start.Add(e.Duration-e.Margin)):
 			return n.lead(ctx, &e, start)
-		case err == nil:
+		case err == nil && ctx.Err() == nil:
 			// Granted, but the answer came too late to act on: the
 			// guarantee, counted from the claim's start, is over or ends
 			// within the margin, and another candidate may hold the lease
 			// already. Give it back, so that a candidate whose answers
 			// come in time can lead, and try again later.
-			rctx, cancel := context.WithTimeout(ctx, n.c.opts.requestTimeout)
-			_ = n.Release(rctx, e.Lease, e.Holder)
-			cancel()
+			if err := n.releaseNow(&e); err == nil || errors.Is(err, lease.ErrNotHeld) {
+				mayHold = false
+			}
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return stopped()
 		case errors.Is(err, protocol.ErrInvalidArgument):
 			return err
 		}
@@ -161,12 +173,20 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return stopped()
 		case <-expired:
 			t.Stop()
 		case <-t.C:
 		}
 	}
+}
+
+// releaseNow gives the lease up, if this candidate holds it, within the
+// request timeout; it returns the error, which callers may ignore.
+func (n *Namespace) releaseNow(e *Election) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.c.opts.requestTimeout)
+	defer cancel()
+	return n.Release(ctx, e.Lease, e.Holder)
 }
 
 // electionEvents subscribes to the lease's expired events (to try at once)
@@ -222,9 +242,7 @@ func (n *Namespace) lead(ctx context.Context, e *Election, start time.Time) erro
 		e.OnStoppedLeading()
 	}
 	if e.Release && time.Now().Before(until) {
-		rctx, cancel := context.WithTimeout(context.Background(), n.c.opts.requestTimeout)
-		defer cancel()
-		if err := n.Release(rctx, e.Lease, e.Holder); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
+		if err := n.releaseNow(e); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
 			result = fmt.Errorf("release %q: %w", e.Lease, err)
 		}
 	}
