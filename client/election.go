@@ -15,7 +15,8 @@ import (
 )
 
 // ErrLeadershipLost is returned by Elect when the lease could not be renewed
-// in time: the work's context was cancelled before the guarantee ran out.
+// in time (the work's context was cancelled before the guarantee ran out)
+// or a renewal was denied (the error then also wraps lease.ErrClaimDenied).
 var ErrLeadershipLost = errors.New("leadership lost")
 
 // Election configures Elect: who runs for which lease, and what to do as
@@ -55,15 +56,22 @@ type Election struct {
 	// Required.
 	Run func(ctx context.Context)
 
-	// OnStoppedLeading is called after Run has returned.
+	// OnStoppedLeading is called after Run has returned, before any
+	// release.
 	OnStoppedLeading func()
 
 	// OnNewLeader is called with the holder of each new claim of the lease,
-	// this candidate included, as the claimed events arrive.
+	// this candidate included, as the claimed events arrive. It runs on a
+	// goroutine of the NATS connection, concurrently with Run and the
+	// other callbacks, one call at a time; a call in progress when Elect
+	// returns may still be running. Events are not stored: a claim made
+	// before Elect subscribed, or whose event was lost, is not reported.
 	OnNewLeader func(holder string)
 
 	// OnRenewed is called after each successful claim or renewal with the
-	// moment until which leadership is guaranteed.
+	// moment until which leadership is guaranteed (Run's context ends
+	// Margin before it unless a later renewal succeeds). It is called on
+	// Elect's goroutine, the first time before Run starts.
 	OnRenewed func(until time.Time)
 }
 
@@ -109,7 +117,11 @@ func (e *Election) validate() error {
 //
 // Elect returns ctx's error when ctx ends, nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
-// time. It waits for Run to return before returning.
+// time; with Release, a failed release is returned if nothing else went
+// wrong. It waits for Run to return before returning. While following it
+// returns no error but ErrInvalidArgument (say, a Duration over the
+// agent's maximum): denials and an unreachable agent make it try again
+// until ctx ends.
 //
 // An invalid election (a bad namespace, lease or holder name, a Duration
 // that is not positive or too short to divide, negative or too long

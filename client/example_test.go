@@ -93,3 +93,46 @@ func runAgent() (url string, stop func()) {
 		_ = os.RemoveAll(dir)
 	}
 }
+
+// Elect runs a leader's work while it holds the lease, renewing it, and
+// cancels the work's context before the guarantee runs out if renewals
+// fail.
+func ExampleNamespace_Elect() {
+	url, stop := runAgent()
+	defer stop()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := client.New(nc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ns := c.Namespace("application-leadership")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err = ns.Elect(ctx, client.Election{
+		Lease: "mysql", Holder: "unit/0", Duration: 10 * time.Second,
+		Release: true, // a follower takes over at once when this one stops
+		Run: func(ctx context.Context) {
+			// The leader's work; it must stop when ctx ends. This one
+			// finishes by itself.
+			fmt.Println("unit/0 leads")
+		},
+		OnStoppedLeading: func() { fmt.Println("unit/0 stopped leading") },
+	})
+	fmt.Println("Elect:", err) // nil: Run returned by itself
+
+	st, err := ns.Lease(ctx, "mysql")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("held after Elect:", st.Held)
+	// Output:
+	// unit/0 leads
+	// unit/0 stopped leading
+	// Elect: <nil>
+	// held after Elect: false
+}

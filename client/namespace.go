@@ -99,13 +99,16 @@ func (n *Namespace) Leases(ctx context.Context) ([]LeaseInfo, error) {
 
 // State is whether a lease is held and by whom.
 type State struct {
-	Held      bool
-	Holder    string
-	Revision  uint64
+	Held   bool
+	Holder string
+	// Revision is the fencing token of the holder's tenure.
+	Revision uint64
+	// ExpiresIn is how long from the agent's reply the lease may expire.
 	ExpiresIn time.Duration
 }
 
-// Lease asks the agent whether a lease is held.
+// Lease asks the agent whether a lease is held. The answer is a fact about
+// a moment in the past, like a Token's Check.
 func (n *Namespace) Lease(ctx context.Context, leaseName string) (State, error) {
 	if err := checkNames("lease", leaseName); err != nil {
 		return State{}, err
@@ -177,7 +180,8 @@ func (n *Namespace) flush(ctx context.Context) error {
 	return n.c.nc.FlushWithContext(fctx)
 }
 
-// Token returns a lease.Token for whether holderName holds leaseName.
+// Token returns a lease.Token for whether holderName holds leaseName. It
+// is a *Token: assert to it for CheckContext, which takes a context.
 func (n *Namespace) Token(leaseName, holderName string) lease.Token {
 	return &Token{n: n, lease: leaseName, holder: holderName}
 }
