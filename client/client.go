@@ -110,7 +110,8 @@ type Client struct {
 	opts options
 }
 
-// New returns a Client on nc.
+// New returns a Client on nc. A nil nc, a nil option or an option out of
+// range is an error that names it.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if nc == nil {
 		return nil, errors.New("client: nil NATS connection")
@@ -123,7 +124,10 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		maxBackoff:     DefaultMaxBackoff,
 		waitPoll:       DefaultWaitPoll,
 	}
-	for _, opt := range opts {
+	for i, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("client: option %d of %d is nil", i+1, len(opts))
+		}
 		opt(&o)
 	}
 	if err := o.validate(); err != nil {

@@ -94,6 +94,9 @@ func TestNewValidatesOptions(t *testing.T) {
 		"zero request timeout": client.WithRequestTimeout(0),
 		"backoff out of order": client.WithRetry(time.Second, time.Millisecond),
 		"zero wait poll":       client.WithWaitPoll(0),
+		"zero call timeout":    client.WithCallTimeout(0),
+		"negative backoff":     client.WithRetry(-time.Millisecond, time.Second),
+		"nil option":           nil,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := client.New(nc, opt); err == nil {
