@@ -13,13 +13,15 @@ import (
 )
 
 // spy returns a channel that receives the subject of each message on
-// subject, seen by a connection that never answers.
-func spy(t *testing.T, e *testenv.Env, subject string) <-chan string {
+// subjects, seen by a connection that never answers.
+func spy(t *testing.T, e *testenv.Env, subjects ...string) <-chan string {
 	t.Helper()
 	seen := make(chan string, 100)
 	nc := e.Connect(t)
-	if _, err := nc.Subscribe(subject, func(m *nats.Msg) { seen <- m.Subject }); err != nil {
-		t.Fatal(err)
+	for _, subject := range subjects {
+		if _, err := nc.Subscribe(subject, func(m *nats.Msg) { seen <- m.Subject }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
@@ -34,21 +36,21 @@ func TestCancelReturnsPromptlyAndLeaksNothing(t *testing.T) {
 		// blocked is the request that shows the call is blocked; "" if the
 		// call closes started itself.
 		blocked string
-		call    func(ctx context.Context, t *testing.T, c *client.Client, started chan<- struct{}) error
+		call    func(ctx context.Context, c, silent *client.Client, started chan<- struct{}) error
 	}{
-		"claim the agent does not answer": {"lease.claim.silent", func(ctx context.Context, t *testing.T, c *client.Client, _ chan<- struct{}) error {
-			return c.Namespace("silent").ClaimContext(ctx, "l", "h", time.Minute)
+		"claim nothing answers": {"silent.claim.ns", func(ctx context.Context, _, silent *client.Client, _ chan<- struct{}) error {
+			return silent.Namespace("ns").ClaimContext(ctx, "l", "h", time.Minute)
 		}},
-		"release the agent does not answer": {"lease.release.silent", func(ctx context.Context, t *testing.T, c *client.Client, _ chan<- struct{}) error {
-			return c.Namespace("silent").Release(ctx, "l", "h")
+		"release nothing answers": {"silent.release.ns", func(ctx context.Context, _, silent *client.Client, _ chan<- struct{}) error {
+			return silent.Namespace("ns").Release(ctx, "l", "h")
 		}},
-		"wait for a held lease": {"lease.state.ns", func(ctx context.Context, t *testing.T, c *client.Client, _ chan<- struct{}) error {
+		"wait for a held lease": {"lease.state.ns", func(ctx context.Context, c, _ *client.Client, _ chan<- struct{}) error {
 			return c.Namespace("ns").WaitUntilExpiredContext(ctx, "held")
 		}},
-		"elect as a follower": {"lease.claim.ns", func(ctx context.Context, t *testing.T, c *client.Client, _ chan<- struct{}) error {
+		"elect as a follower": {"lease.claim.ns", func(ctx context.Context, c, _ *client.Client, _ chan<- struct{}) error {
 			return c.Namespace("ns").Elect(ctx, client.Election{Lease: "held", Holder: "me", Duration: time.Hour, Run: func(context.Context) {}})
 		}},
-		"elect as the leader": {"", func(ctx context.Context, t *testing.T, c *client.Client, started chan<- struct{}) error {
+		"elect as the leader": {"", func(ctx context.Context, c, _ *client.Client, started chan<- struct{}) error {
 			return c.Namespace("ns").Elect(ctx, client.Election{
 				Lease: "free", Holder: "me", Duration: time.Hour, Release: true,
 				OnNewLeader: func(string) {},
@@ -58,11 +60,15 @@ func TestCancelReturnsPromptlyAndLeaksNothing(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := testenv.Start(t)
-			// Requests in namespace "silent" reach a responder that never
-			// answers; the spy sees every request.
-			requests := spy(t, e, "lease.>")
+			// Requests on prefix "silent" reach a responder that never
+			// answers, the spy; it sees every request.
+			requests := spy(t, e, "lease.>", "silent.>")
 			nc := e.Connect(t)
 			c, err := client.New(nc, client.WithRequestTimeout(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			silent, err := client.New(nc, client.WithPrefix("silent"), client.WithRequestTimeout(time.Minute))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +81,7 @@ func TestCancelReturnsPromptlyAndLeaksNothing(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			started, result := make(chan struct{}), make(chan error, 1)
-			go func() { result <- tc.call(ctx, t, c, started) }()
+			go func() { result <- tc.call(ctx, c, silent, started) }()
 			if tc.blocked != "" {
 				for subject := ""; subject != tc.blocked; subject = <-requests {
 				}
