@@ -72,11 +72,13 @@ func TestListIsPagedByLimit(t *testing.T) {
 	}
 }
 
-// A namespace too large for one message is listed a page at a time, each
-// within the server's max payload, in protobuf and in JSON, and the client
-// joins the pages.
-func TestListPagesFitTheMaxPayload(t *testing.T) {
-	const maxPayload = 16 * 1024
+// maxPayload is the server's max payload in the tests of list pages.
+const maxPayload = 16 * 1024
+
+// smallPayloadAgent starts a server with a max payload of maxPayload, a
+// Manager and an agent on it; all end with the test.
+func smallPayloadAgent(t *testing.T) (*embedded.Server, *nats.Conn, *actors.Manager) {
+	t.Helper()
 	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true, MaxPayload: maxPayload})
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +96,14 @@ func TestListPagesFitTheMaxPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = svc.Stop() })
+	return srv, nc, m
+}
+
+// A namespace too large for one message is listed a page at a time, each
+// within the server's max payload, in protobuf and in JSON, and the client
+// joins the pages.
+func TestListPagesFitTheMaxPayload(t *testing.T) {
+	srv, _, m := smallPayloadAgent(t)
 	want := claimAll(t, m, "ns", 600) // about 40 KB of lease infos
 
 	for _, json := range []bool{false, true} {
@@ -181,24 +191,7 @@ func TestListLeavesOutLeasesPastTheirExpiry(t *testing.T) {
 // fits the max payload, so every list request is answered, in either
 // encoding.
 func TestListPagesOfEscapedNamesFitTheMaxPayload(t *testing.T) {
-	const maxPayload = 16 * 1024
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: t.TempDir(), NoSync: true, MaxPayload: maxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc := connect(t, srv)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m, err := actors.New(context.Background(), actors.Config{Conn: nc, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop(context.Background()) })
-	svc, err := agent.Start(agent.Config{Conn: nc, Manager: m, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Stop() })
+	_, nc, m := smallPayloadAgent(t)
 	tests := []struct {
 		name string
 		ctl  string // what fills the lease and holder names
