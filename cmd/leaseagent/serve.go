@@ -420,8 +420,8 @@ func demote(level slog.Level) slog.Level {
 }
 
 // warnIfFewerReplicas logs a warning when the bucket, created before, has
-// fewer replicas than --replicas asks for: replicas are fixed when it is
-// created, and it survives fewer failures than asked.
+// fewer replicas than --replicas asks for: agents set a bucket's replicas
+// only when they create it, and it survives fewer failures than asked.
 func warnIfFewerReplicas(ctx context.Context, b *natskv.Bucket, cfg serveConfig, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
@@ -429,7 +429,7 @@ func warnIfFewerReplicas(ctx context.Context, b *natskv.Bucket, cfg serveConfig,
 	if err != nil || info.Config.Replicas >= cfg.Replicas {
 		return
 	}
-	logger.Warn("the bucket has fewer replicas than --replicas: replicas are fixed when a bucket is created, "+
-		"so it keeps fewer copies than asked for; change it with 'nats stream edit' (see docs/operations.md)",
+	logger.Warn("the bucket has fewer replicas than --replicas: agents set them only when they create a bucket, "+
+		"so it keeps fewer copies than asked for; raise them with 'nats stream edit' (see docs/operations.md)",
 		"bucket", b.Name(), "stream", info.Config.Name, "replicas", info.Config.Replicas, "asked", cfg.Replicas)
 }
