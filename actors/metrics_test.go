@@ -1,7 +1,9 @@
 package actors
 
 import (
+	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/leaseagent/lease"
 	"github.com/leaseagent/lease/metrics"
+	"github.com/leaseagent/lease/natskv"
 )
 
 // value returns the value of the counter or gauge name with the given
@@ -92,4 +95,96 @@ func TestMetricsFollowLeaseChanges(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+}
+
+// A namespace actor restarted after a panic keeps its store, and counts
+// the leases in it from the start: the outcome of a write from before the
+// restart, arriving before the new actor's first load, must not take the
+// gauge below zero (nor its count below the truth).
+func TestLeasesHeldGaugeStaysTrueAcrossRestart(t *testing.T) {
+	m := metrics.New()
+	entered, release := make(chan struct{}), make(chan struct{})
+	outcomeSeen := make(chan struct{})
+	atLoad := make(chan float64, 1)
+	var crash, seen, loads atomic.Int32
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Metrics = m
+		cfg.hooks.runWrite = func(ctx context.Context, w *natskv.Write) {
+			if w.Lease() == "x" && w.Deletes() {
+				close(entered)
+				<-release
+			}
+			w.Run(ctx)
+		}
+		cfg.hooks.newStore = func(ns string, b *natskv.Bucket) (store, error) {
+			c, err := natskv.NewClient(natskv.Config{Bucket: b, Namespace: ns, Clock: cfg.Clock})
+			return &gatedLoad{Client: c, loads: &loads, gate: outcomeSeen}, err
+		}
+		cfg.hooks.receive = func(_ string, msg any) {
+			switch msg := msg.(type) {
+			case *claimRequest:
+				if msg.lease == "boom" && crash.Add(1) == 1 {
+					panic("boom")
+				}
+			case *roundDone:
+				if msg.incarnation == 1 && msg.writes[0].write.Lease() == "x" && msg.writes[0].write.Deletes() && seen.Add(1) == 1 {
+					close(outcomeSeen)
+				}
+			case *loaded:
+				if msg.incarnation == 2 {
+					// The outcome was handled before this message.
+					atLoad <- gaugeValue(m, "leaseagent_leases_held", "ns")
+				}
+			}
+		}
+	})
+	n := h.start("ns")
+	h.claim(n, "x", "h", time.Hour)
+	released := make(chan error, 1)
+	go func() { released <- n.Release(h.ctx(), "x", "h") }()
+	<-entered
+	if err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+	}
+	close(release) // the release lands; its outcome reaches the new actor before its load
+	select {
+	case got := <-atLoad:
+		if got != 0 {
+			t.Fatalf("leases held after the release, before the restarted actor's load = %v, want 0", got)
+		}
+	case <-time.After(patience):
+		t.Fatal("restarted actor never loaded")
+	}
+	<-released
+}
+
+// gatedLoad is a natskv.Client whose second and later full Loads (those of
+// a restarted actor) wait for gate.
+type gatedLoad struct {
+	*natskv.Client
+	loads *atomic.Int32
+	gate  <-chan struct{}
+}
+
+func (g *gatedLoad) Load(ctx context.Context) (*natskv.Snapshot, error) {
+	if g.loads.Add(1) > 1 {
+		<-g.gate
+	}
+	return g.Client.Load(ctx)
+}
+
+// gaugeValue reads a gauge of one namespace, off the test's goroutine.
+func gaugeValue(m *metrics.Metrics, name, namespace string) float64 {
+	families, _ := m.Registry().Gather()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			if matches(s, map[string]string{"namespace": namespace}) {
+				return s.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }

@@ -232,6 +232,9 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.self, a.parent = ctx.Self(), ctx.Parent()
 		a.lastActive = a.clock.Now()
+		// A restarted actor has its predecessor's store: outcomes of the
+		// writes that were in flight may come back before its first load.
+		a.heldCount = a.store.Count()
 		a.load(true)
 	case *actor.Restarting:
 		a.rt.cfg.Metrics.ActorRestart(a.name)
