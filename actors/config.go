@@ -169,6 +169,8 @@ type hooks struct {
 	sending func(namespace string, checked bool)
 	// passivated is called when the manager stops an idle namespace.
 	passivated func(namespace string)
+	// stopped is called when a namespace actor has stopped.
+	stopped func(namespace string)
 	// newStore replaces the natskv.Client of a namespace.
 	newStore func(namespace string, b *natskv.Bucket) (store, error)
 }

@@ -97,6 +97,36 @@ func TestMetricsFollowLeaseChanges(t *testing.T) {
 	}
 }
 
+// A namespace this agent stops serving (unloaded, as when another agent
+// takes it over) no longer counts its leases as held here: summed over
+// agents, the gauge would count them twice.
+func TestLeasesHeldGaugeIsZeroOnceNamespaceIsUnloaded(t *testing.T) {
+	m := metrics.New()
+	stopped := make(chan string, 10)
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Metrics = m
+		cfg.hooks.stopped = func(ns string) { stopped <- ns }
+	})
+	n := h.start("ns")
+	h.claim(n, "a", "h", time.Minute)
+	h.claim(n, "b", "h", time.Minute)
+	ns := map[string]string{"namespace": "ns"}
+	if got := value(t, m, "leaseagent_leases_held", ns); got != 2 {
+		t.Fatalf("leases held while served = %v, want 2", got)
+	}
+	if err := h.m.Unload(h.ctx(), "ns"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(patience):
+		t.Fatal("unloaded namespace actor never stopped")
+	}
+	if got := value(t, m, "leaseagent_leases_held", ns); got != 0 {
+		t.Fatalf("leases held after unload = %v, want 0", got)
+	}
+}
+
 // A namespace actor restarted after a panic keeps its store, and counts
 // the leases in it from the start: the outcome of a write from before the
 // restart, arriving before the new actor's first load, must not take the

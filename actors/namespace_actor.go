@@ -252,6 +252,15 @@ func (a *namespaceActor) Receive(ctx actor.Context) {
 		default:
 			a.failAll(ErrStopped)
 		}
+		// Its leases are no longer held as this agent knows them (another
+		// agent may serve them now), unless a new actor already serves the
+		// namespace here and keeps the gauge itself.
+		if _, served := a.rt.namespaces.Load(a.name); !served {
+			a.rt.cfg.Metrics.LeasesHeld(a.name, 0)
+		}
+		if h := a.rt.cfg.hooks.stopped; h != nil {
+			h(a.name)
+		}
 	case actor.AutoReceiveMessage, actor.SystemMessage:
 	default:
 		defer a.logPanic()
