@@ -25,16 +25,17 @@ func newAnswer[T any]() *answer[T] { return &answer[T]{ch: make(chan T, 1)} }
 
 // send answers the call unless it has been answered; a nil answer (an op
 // the actor started itself) needs none.
-func (a *answer[T]) send(v T) {
+func (a *answer[T]) send(v T) (sent bool) {
 	if a == nil || !a.sent.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	if a.fn == nil {
 		a.ch <- v
-		return
+		return true
 	}
 	a.pending.remove(a)
 	a.fn(v)
+	return true
 }
 
 func (a *answer[T]) fail(err error) { a.send(a.failed(err)) }

@@ -218,3 +218,36 @@ func gaugeValue(m *metrics.Metrics, name, namespace string) float64 {
 	}
 	return 0
 }
+
+// A claim that a namespace actor answers with an error because it crashed
+// is a claim answered with an error: claims_total{result="error"} counts
+// it, for the alert on failing claims to see it.
+func TestClaimFailedByActorRestartIsCountedAsError(t *testing.T) {
+	m := metrics.New()
+	var crash atomic.Int32
+	h := newHarness(t, func(cfg *Config) {
+		cfg.Metrics = m
+		cfg.hooks.receive = func(_ string, msg any) {
+			if c, ok := msg.(*claimRequest); ok && c.lease == "boom" && crash.Add(1) == 1 {
+				panic("boom")
+			}
+		}
+	})
+	n := h.start("ns")
+	if err := n.ClaimContext(h.ctx(), "boom", "h", time.Minute); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("claim that crashed the actor = %v, want ErrUnavailable", err)
+	}
+	h.claim(n, "boom", "h", time.Minute)
+	for _, c := range []struct {
+		result string
+		want   float64
+	}{{metrics.ClaimError, 1}, {metrics.ClaimGranted, 1}} {
+		labels := map[string]string{"namespace": "ns", "result": c.result}
+		if got := value(t, m, "leaseagent_claims_total", labels); got != c.want {
+			t.Errorf("claims_total%v = %v, want %v", labels, got, c.want)
+		}
+	}
+	if got := value(t, m, "leaseagent_actor_restarts_total", map[string]string{"namespace": "ns"}); got != 1 {
+		t.Errorf("actor_restarts_total = %v, want 1", got)
+	}
+}

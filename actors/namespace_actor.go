@@ -683,14 +683,16 @@ func (a *namespaceActor) wake(name string) {
 // restarting or stopping, and its successor will not know them.
 func (a *namespaceActor) failAll(err error) {
 	if a.current != nil {
-		failRequest(a.current, err)
+		a.failRequest(a.current, err)
 	}
 	a.failEarly(err)
 	for _, queue := range a.ops {
 		for _, o := range queue {
 			if !o.finished {
 				o.finished = true
-				o.reply.send(err)
+				if o.reply.send(err) && o.kind == opClaim {
+					a.rt.cfg.Metrics.Claim(a.name, metrics.ClaimError)
+				}
 			}
 		}
 	}
@@ -710,9 +712,21 @@ func (a *namespaceActor) failAll(err error) {
 // failEarly answers the requests that arrived before the first snapshot.
 func (a *namespaceActor) failEarly(err error) {
 	for _, m := range a.early {
-		failRequest(m, err)
+		a.failRequest(m, err)
 	}
 	a.early = nil
+}
+
+// failRequest answers one request message with err, and counts a claim so
+// answered as failed (once: its op, if it has one, may be failed too).
+func (a *namespaceActor) failRequest(msg any, err error) {
+	if m, ok := msg.(*claimRequest); ok {
+		if m.reply.send(err) {
+			a.rt.cfg.Metrics.Claim(a.name, metrics.ClaimError)
+		}
+		return
+	}
+	failRequest(msg, err)
 }
 
 // failRequest answers one request message with err.
