@@ -766,9 +766,33 @@ func (s *Service) claim(n *actors.Namespace, req *request, deadline time.Time, r
 		reply(failure(protocol.OpClaim, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err)))
 		return
 	}
+	if err := beyondGoDuration(in.GetDuration()); err != nil {
+		reply(failure(protocol.OpClaim, err))
+		return
+	}
 	n.ClaimFunc(deadline, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration(), func(err error) {
 		reply(&messages.ClaimReply{Status: protocol.Status(s.timedOut(err))})
 	})
+}
+
+// beyondGoDuration returns an error naming a valid protobuf duration that
+// a time.Duration cannot hold (about 292 years either way), or nil.
+// AsDuration would saturate it, and the refusal would then name a
+// duration the caller never asked for.
+func beyondGoDuration(d *durationpb.Duration) error {
+	const maxSeconds = math.MaxInt64 / int64(time.Second)
+	s, ns := d.GetSeconds(), d.GetNanos()
+	if -maxSeconds <= s && s <= maxSeconds {
+		return nil
+	}
+	text := fmt.Sprintf("%ds", s)
+	if ns != 0 {
+		text = fmt.Sprintf("%d.%09ds", s, max(ns, -ns))
+	}
+	if s < 0 {
+		return fmt.Errorf("%w: duration %s is not positive", protocol.ErrInvalidArgument, text)
+	}
+	return fmt.Errorf("%w: duration %s is longer than any lease may be", protocol.ErrInvalidArgument, text)
 }
 
 func (s *Service) check(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {

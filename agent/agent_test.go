@@ -48,6 +48,12 @@ func claimBody(t *testing.T, leaseName, holder string, d time.Duration) []byte {
 	return marshal(t, &messages.ClaimRequest{Lease: leaseName, Holder: holder, Duration: durationpb.New(d)})
 }
 
+// pbDurationClaim returns a claim whose duration is seconds long, which
+// need not fit a time.Duration.
+func pbDurationClaim(t *testing.T, seconds int64) []byte {
+	return marshal(t, &messages.ClaimRequest{Lease: "l", Holder: "h", Duration: &durationpb.Duration{Seconds: seconds}})
+}
+
 // status decodes the status of a protobuf reply.
 func status(t *testing.T, msg *nats.Msg) *messages.Status {
 	t.Helper()
@@ -77,6 +83,10 @@ func TestBadInputGetsANamedErrorAndChangesNothing(t *testing.T) {
 		{"zero duration", "lease.claim.ns", claimBody(t, "l", "h", 0), "duration"},
 		{"negative duration", "lease.claim.ns", claimBody(t, "l", "h", -time.Second), "duration"},
 		{"absurd duration", "lease.claim.ns", claimBody(t, "l", "h", 1000*time.Hour), "duration"},
+		// Valid protobuf, but beyond what a time.Duration holds: the message
+		// names the duration asked for, not a saturated 292 years.
+		{"duration beyond time.Duration", "lease.claim.ns", pbDurationClaim(t, 315576000000), "duration 315576000000s"},
+		{"negative duration beyond time.Duration", "lease.claim.ns", pbDurationClaim(t, -315576000000), "duration -315576000000s"},
 		{"bad namespace escape", "lease.claim.a=ZZ", claimBody(t, "l", "h", time.Minute), "namespace"},
 		{"reserved namespace", "lease.claim._owners", claimBody(t, "l", "h", time.Minute), "reserved"},
 		{"check of invalid lease", "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "#", Holder: "h"}), "lease name"},
