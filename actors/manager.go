@@ -48,6 +48,9 @@ type runtime struct {
 	// *namespaceRef, so that requests go straight to it. Only the manager
 	// actor writes it.
 	namespaces sync.Map
+	// served counts the namespaces with a running actor (the manager
+	// actor's children), for Namespace.Full.
+	served atomic.Int64
 	// mayWrite, if set, says whether a namespace's actor may still write
 	// to the store (SetWriteGuard).
 	mayWrite atomic.Pointer[func(namespace string) bool]

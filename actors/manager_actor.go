@@ -170,6 +170,9 @@ func (m *managerActor) retire(namespace string, ref *namespaceRef, last any) {
 
 // forget drops a namespace's actor and its store.
 func (m *managerActor) forget(namespace string, ref *namespaceRef) {
+	if _, ok := m.children[namespace]; ok {
+		m.rt.served.Add(-1)
+	}
 	delete(m.children, namespace)
 	delete(m.shared, namespace)
 	m.rt.namespaces.CompareAndDelete(namespace, ref)
@@ -181,8 +184,7 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*namespaceRef
 		return ref, nil
 	}
 	if len(m.children) >= m.rt.cfg.MaxNamespaces {
-		return nil, fmt.Errorf("%w: %d namespaces are served, the most allowed (MaxNamespaces); %q must wait until one is idle",
-			ErrUnavailable, len(m.children), namespace)
+		return nil, tooManyNamespaces(len(m.children), namespace)
 	}
 	shared, ok := m.shared[namespace]
 	if !ok {
@@ -202,8 +204,16 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*namespaceRef
 	}
 	ref := &namespaceRef{pid: pid}
 	m.children[namespace] = ref
+	m.rt.served.Add(1)
 	m.rt.namespaces.Store(namespace, ref)
 	m.rt.cfg.Metrics.OwnerChange(namespace)
 	m.rt.cfg.Logger.Info("serving namespace", "namespace", namespace)
 	return ref, nil
+}
+
+// tooManyNamespaces is the error for a namespace that cannot be served
+// because served namespaces are served already.
+func tooManyNamespaces(served int, namespace string) error {
+	return fmt.Errorf("%w: %d namespaces are served, the most allowed (MaxNamespaces); %q must wait until one is idle",
+		ErrUnavailable, served, namespace)
 }

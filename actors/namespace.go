@@ -267,6 +267,21 @@ func errorOf(err error) error { return err }
 // nil. It starts nothing and reads nothing.
 func (n *Namespace) Refused() error { return n.checkNamespace() }
 
+// Full returns ErrUnavailable if the namespace has no actor and
+// Config.MaxNamespaces namespaces have one already, so a request for it
+// would be refused; nil otherwise. It starts nothing, and may be stale by
+// the time the request is sent: the request itself is still refused if
+// there is no room then.
+func (n *Namespace) Full() error {
+	if n.m.Serving(n.name) {
+		return nil
+	}
+	if served := n.m.rt.served.Load(); served >= int64(n.m.rt.cfg.MaxNamespaces) {
+		return tooManyNamespaces(int(served), n.name)
+	}
+	return nil
+}
+
 // checkNamespace, checkLease and checkHolder check a name, then what
 // Config.Policy says of it.
 func (n *Namespace) checkNamespace() error {

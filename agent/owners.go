@@ -215,6 +215,13 @@ func (o *owners) route(ctx context.Context, ns string) (route, error) {
 			o.mu.Unlock()
 			return route{owner: holder}, nil
 		}
+		// A namespace the Manager has no room for gets no ownership write:
+		// a flood of new names would cost a store write each, past the
+		// limit that is there to bound what they cost.
+		if err := o.mgr.Namespace(ns).Full(); err != nil {
+			o.mu.Unlock()
+			return route{}, err
+		}
 		w, err := o.prepare(ns, holder, held)
 		if err != nil {
 			o.mu.Unlock()

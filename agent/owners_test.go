@@ -385,6 +385,50 @@ func TestARefusedNamespaceIsNotOwned(t *testing.T) {
 	}
 }
 
+// A namespace this agent cannot serve, because MaxNamespaces are served
+// already, gets no ownership write either: a flood of new names would
+// otherwise cost a store write each, and owned namespaces nobody serves.
+func TestANamespaceBeyondMaxNamespacesIsNotOwned(t *testing.T) {
+	srv := startServer(t)
+	nc := connect(t, srv)
+	mgr, err := actors.New(context.Background(), actors.Config{
+		Conn: nc, Logger: slog.New(slog.DiscardHandler), MaxNamespaces: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+	svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Logger: slog.New(slog.DiscardHandler), Ownership: &agent.Ownership{AgentID: "a", Duration: ownershipDuration}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := newNamespace(t, srv, "first").ClaimContext(ctx, "l", "h", time.Minute); err != nil {
+		t.Fatalf("claim in the first namespace: %v", err)
+	}
+	// One attempt: the client would retry an unavailable claim.
+	nc2 := connect(t, srv)
+	msg, err := nc2.Request("lease.claim.second", claimBody(t, "l", "h", time.Minute), patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, msg); st.GetCode() != messages.Code_CODE_UNAVAILABLE || !strings.Contains(st.GetMessage(), "MaxNamespaces") {
+		t.Fatalf("claim in a second namespace with MaxNamespaces 1: %v, want UNAVAILABLE naming MaxNamespaces", st)
+	}
+	owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owners.RefreshContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info, held := owners.Lease("second"); held {
+		t.Fatalf("a namespace beyond MaxNamespaces got an ownership lease: held by %q", info.Holder)
+	}
+}
+
 func TestAnAgentIDCanRunOnlyOnce(t *testing.T) {
 	srv := startServer(t)
 	clk := clocktest.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
