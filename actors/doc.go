@@ -39,9 +39,9 @@
 //
 // Expiry follows natskv's clock rule on the Config's Clock: a lease this
 // Manager wrote expires its duration after the write started; one written by
-// anyone else expires its duration after this Manager first saw it. Each
-// namespace keeps one timer, set just after its earliest expiry and never
-// further than MaxSleep away. When it fires, the due leases are expired in
+// anyone else expires its duration (plus Config.ClockDriftRate of it) after
+// this Manager first saw it. Each namespace keeps one timer, set just after
+// its earliest expiry and never further than MaxSleep away. When it fires, the due leases are expired in
 // name order (a lost race means someone else changed the lease, and is
 // skipped): one after another, or with group commit (MinBatch) all at
 // once, in rounds applied in order, so that they share batches. If one lost

@@ -51,7 +51,7 @@ type namespaceRef struct {
 
 // managerActor creates one namespace actor per namespace on first use and
 // supervises them: a namespace actor that panics is restarted (its store,
-// and the cache in it, survive), up to MaxRestarts times a minute, then
+// and the cache in it, survive), up to maxRestarts times a restartWindow, then
 // stopped; its next request starts it afresh. A namespace actor that is
 // idle for IdleTimeout is stopped the same way. At most MaxNamespaces run.
 type managerActor struct {

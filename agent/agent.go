@@ -31,8 +31,10 @@
 //
 //   - At most one agent answers for a namespace at any moment. An owner
 //     answers only until its last successful renewal began plus
-//     Duration*(1-ClockDriftRate), checked before and after each request;
-//     once that passes without a renewal, it unloads the namespace. Another
+//     Duration*(1-ClockDriftRate), checked before and after each request
+//     and before each store write its namespace's actor makes
+//     (actors.Manager.SetWriteGuard); once that passes without a renewal,
+//     it unloads the namespace. Another
 //     agent takes the namespace only after the ownership lease has expired
 //     by the clock rule, Duration*(1+ClockDriftRate) after it first saw the
 //     lease's latest revision.

@@ -543,7 +543,7 @@ func (o *owners) releaseAll(ctx context.Context) {
 	wg.Wait()
 }
 
-// owned returns the namespaces this agent owns now, sorted.
+// ownedNamespaces returns the namespaces this agent owns now, sorted.
 func (o *owners) ownedNamespaces() []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -171,6 +171,8 @@ type Violation struct {
 	Rule string
 }
 
+// Error returns the violation as the lease manager reports it:
+// namespace "NAME": RULE.
 func (v *Violation) Error() string {
 	return fmt.Sprintf("namespace %q: %s", v.Namespace, v.Rule)
 }
