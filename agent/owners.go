@@ -479,8 +479,10 @@ func (o *owners) refreshSoon(ctx context.Context) {
 }
 
 // takeOver reads every ownership lease and takes the namespaces whose
-// owner's lease has expired by the clock rule: their leases must still be
-// expired on time and their waiters woken, even if no request comes.
+// owner's lease has expired by the clock rule, and those an earlier run of
+// this agent owned (at once: no other agent runs with its ID): their
+// leases must still be expired on time and their waiters woken, even if no
+// request comes.
 func (o *owners) takeOver(ctx context.Context) {
 	if err := o.refresh(ctx); err != nil {
 		o.log.Warn("look for namespaces whose owner has gone", "error", err)
@@ -490,7 +492,8 @@ func (o *owners) takeOver(ctx context.Context) {
 	now := o.clock.Now()
 	var orphans []string
 	for ns, info := range o.store.Leases() {
-		if _, mine := o.owned[ns]; !mine && info.Holder != o.cfg.AgentID && !now.Before(info.Expiry) {
+		_, mine := o.owned[ns]
+		if !mine && (info.Holder == o.cfg.AgentID || !now.Before(info.Expiry)) {
 			orphans = append(orphans, ns)
 		}
 	}

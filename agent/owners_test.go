@@ -501,3 +501,30 @@ func TestAnAgentRestartedUnderItsIDTakesItsNamespacesBackByWriting(t *testing.T)
 		t.Fatalf("a took ns back without writing its ownership (revision still %d)", after)
 	}
 }
+
+// A lone agent restarted under its ID takes its namespaces back even if no
+// request comes: their leases must still expire, and their expired events
+// go out, as after a takeover from a departed agent.
+func TestARestartedAgentTakesItsNamespacesBackWithoutARequest(t *testing.T) {
+	srv, clk, a, _ := ownedByA(t, "h", time.Second)
+	a.die(t) // a crash: nothing released
+	expired, err := connect(t, srv).SubscribeSync(protocol.EventSubject(protocol.DefaultPrefix, protocol.EventExpired, "ns", "l"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := startShared(t, srv, clk, "a")
+	for deadline := time.Now().Add(patience); time.Now().Before(deadline); {
+		clk.Advance(500 * time.Millisecond)
+		_, err := expired.NextMsg(50 * time.Millisecond)
+		if err == nil {
+			if got := again.svc.Owned(); !slices.Equal(got, []string{"ns"}) {
+				t.Fatalf("a owns %v after the expiry, want [ns]", got)
+			}
+			return
+		}
+		if !errors.Is(err, nats.ErrTimeout) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("with no request, the restarted agent owns %v and never expired ns/l", again.svc.Owned())
+}
