@@ -28,6 +28,10 @@ const (
 	DefaultReadyTimeout = 10 * time.Second
 )
 
+// MaxMaxPayload is the largest [Config.MaxPayload]: nats-server refuses a
+// payload limit above its per-client pending limit, 64 MiB.
+const MaxMaxPayload = server.MAX_PENDING_SIZE
+
 // RandomPort, as [Config.Port], makes the server listen on a free port
 // chosen by the operating system.
 const RandomPort = -1
@@ -65,7 +69,7 @@ type Config struct {
 	NoSync bool
 
 	// MaxPayload is the largest message body the server accepts, in
-	// bytes; 0 is NATS's default, 1 MiB.
+	// bytes; 0 is NATS's default, 1 MiB. At most 64 MiB ([MaxMaxPayload]).
 	MaxPayload int32
 
 	// DontListen starts the server without a TCP listener; only
@@ -111,8 +115,8 @@ func (c Config) Validate() error {
 	if c.Port < RandomPort || c.Port > 65535 {
 		bad("Port", "must be -1 (random), 0 (default 4222) or 1..65535, got %d", c.Port)
 	}
-	if c.MaxPayload < 0 {
-		bad("MaxPayload", "must not be negative, got %d", c.MaxPayload)
+	if c.MaxPayload < 0 || c.MaxPayload > MaxMaxPayload {
+		bad("MaxPayload", "must be 0 (default 1 MiB) or 1..%d (64 MiB), got %d", MaxMaxPayload, c.MaxPayload)
 	}
 	if c.DataDir == "" {
 		bad("DataDir", "must not be empty")

@@ -320,6 +320,9 @@ func TestValidate(t *testing.T) {
 		{"port above 65535", Config{Port: 65536, DataDir: "d"}, []string{"Config.Port:", "65536"}},
 		{"negative ReadyTimeout", Config{ReadyTimeout: -time.Second, DataDir: "d"}, []string{"Config.ReadyTimeout:", "-1s"}},
 		{"space in Name", Config{Name: "lease agent", DataDir: "d"}, []string{"Config.Name:", `"lease agent"`}},
+		{"largest MaxPayload", Config{MaxPayload: 64 << 20, DataDir: "d"}, nil},
+		{"negative MaxPayload", Config{MaxPayload: -1, DataDir: "d"}, []string{"Config.MaxPayload:", "-1"}},
+		{"MaxPayload above 64 MiB", Config{MaxPayload: 64<<20 + 1, DataDir: "d"}, []string{"Config.MaxPayload:", "67108865"}},
 		{"several bad fields", Config{Port: -5, ReadyTimeout: -1}, []string{"Config.Port:", "Config.DataDir:", "Config.ReadyTimeout:"}},
 	}
 	for _, tt := range tests {
