@@ -150,11 +150,12 @@ func (c Config) withDefaults() Config {
 // Server is a running in-process NATS server with JetStream. Create it with
 // [Start] and stop it with [Server.Shutdown].
 type Server struct {
-	ns   *server.Server
-	lock io.Closer // held on DataDir while the server runs
-	cfg  Config    // with defaults applied and DataDir made absolute
-	addr string    // bound host:port; "" with DontListen
-	url  string    // nats://host:port; "" with DontListen
+	ns     *server.Server
+	lock   io.Closer // held on DataDir while the server runs
+	unlock sync.Once // closes lock: callers of Shutdown wait for the first
+	cfg    Config    // with defaults applied and DataDir made absolute
+	addr   string    // bound host:port; "" with DontListen
+	url    string    // nats://host:port; "" with DontListen
 
 	clusterAddr string // route listener's bound host:port; "" if standalone
 	clusterURL  string // nats-route://host:port; "" if standalone
@@ -334,7 +335,7 @@ func (s *Server) Shutdown() {
 	}
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
-	_ = s.lock.Close()
+	s.unlock.Do(func() { _ = s.lock.Close() })
 }
 
 // prepareDataDir makes dir absolute, creates it and checks it is writable.
