@@ -142,8 +142,8 @@ func TestElectWithReleaseGivesUpAClaimInterruptedByCancellation(t *testing.T) {
 	}()
 	<-answered
 	cancel()
-	if err := <-result; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Elect = %v, want context.Canceled", err)
+	if err := <-result; !errors.Is(err, context.Canceled) || !errors.Is(err, client.ErrClaimReleased) {
+		t.Fatalf("Elect = %v, want context.Canceled and ErrClaimReleased", err)
 	}
 	st, err := newClient(t, e).Namespace("ns").Lease(context.Background(), "leader")
 	if err != nil {

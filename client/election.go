@@ -19,6 +19,13 @@ import (
 // or a renewal was denied (the error then also wraps lease.ErrClaimDenied).
 var ErrLeadershipLost = errors.New("leadership lost")
 
+// ErrClaimReleased is wrapped, beside ctx's error, in what Elect returns
+// when ctx ended while a claim of its was in doubt (in flight, failed
+// without a denial, or answered too late) and Release gave the lease up
+// after that claim had won it: the lease was held for a moment, by no
+// leader.
+var ErrClaimReleased = errors.New("a claim in doubt had won the lease; released")
+
 // Election configures Elect: who runs for which lease, and what to do as
 // leader.
 type Election struct {
@@ -47,7 +54,9 @@ type Election struct {
 	// Release gives the lease up when Elect returns while leading, so a
 	// follower can take over at once instead of after Duration; also when
 	// ctx ends while a claim that may have taken effect unseen (its call
-	// failed or was answered too late) is the last one made.
+	// failed or was answered too late) is the last one made: then Elect
+	// waits at most Margin for the release, and its error wraps
+	// ErrClaimReleased if the claim had won the lease.
 	Release bool
 
 	// Run is the leader's work, called once leadership is won, on its own
@@ -115,7 +124,8 @@ func (e *Election) validate() error {
 // t+Duration-Margin does not start Run at all: Elect releases the lease
 // and tries again later, as after a denial.
 //
-// Elect returns ctx's error when ctx ends, nil when Run returns by itself,
+// Elect returns ctx's error when ctx ends (wrapping ErrClaimReleased too if
+// it gave up a claim in doubt: see Release), nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
 // time; with Release, a failed release is returned if nothing else went
 // wrong. It waits for Run to return before returning. While following it
@@ -153,8 +163,11 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 	// failed other than by denial, or was answered too late).
 	mayHold := false
 	stopped := func() error {
-		if e.Release && mayHold {
-			_ = n.releaseNow(&e)
+		// Within Margin: Elect's caller asked it to end, and a release
+		// that cannot be made (an agent gone, a subject the credentials
+		// may not use) must not hold it up for a request timeout.
+		if e.Release && mayHold && n.releaseNow(&e, min(e.Margin, n.c.opts.requestTimeout)) == nil {
+			return fmt.Errorf("%w: %w", ctx.Err(), ErrClaimReleased)
 		}
 		return ctx.Err()
 	}
@@ -171,7 +184,7 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 			// within the margin, and another candidate may hold the lease
 			// already. Give it back, so that a candidate whose answers
 			// come in time can lead, and try again later.
-			if err := n.releaseNow(&e); err == nil || errors.Is(err, lease.ErrNotHeld) {
+			if err := n.releaseNow(&e, n.c.opts.requestTimeout); err == nil || errors.Is(err, lease.ErrNotHeld) {
 				mayHold = false
 			}
 		case ctx.Err() != nil:
@@ -193,10 +206,10 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 	}
 }
 
-// releaseNow gives the lease up, if this candidate holds it, within the
-// request timeout; it returns the error, which callers may ignore.
-func (n *Namespace) releaseNow(e *Election) error {
-	ctx, cancel := context.WithTimeout(context.Background(), n.c.opts.requestTimeout)
+// releaseNow gives the lease up, if this candidate holds it, waiting at
+// most within; it returns the error, which callers may ignore.
+func (n *Namespace) releaseNow(e *Election, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	return n.Release(ctx, e.Lease, e.Holder)
 }
@@ -254,7 +267,7 @@ func (n *Namespace) lead(ctx context.Context, e *Election, start time.Time) erro
 		e.OnStoppedLeading()
 	}
 	if e.Release && time.Now().Before(until) {
-		if err := n.releaseNow(e); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
+		if err := n.releaseNow(e, n.c.opts.requestTimeout); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
 			result = fmt.Errorf("release %q: %w", e.Lease, err)
 		}
 	}

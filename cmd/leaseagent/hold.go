@@ -117,7 +117,7 @@ func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d
 	defer mu.Unlock()
 	switch {
 	case gaveUp:
-		return notAcquired(ns, leaseName, holder, within)
+		return notAcquired(ns, leaseName, holder, within, errors.Is(err, client.ErrClaimReleased))
 	case !started:
 		return err
 	case runErr != nil:
@@ -169,22 +169,27 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 }
 
 // notAcquired is hold's error when it did not get the lease within
-// --timeout. It first releases the lease, in case a claim of hold's
-// reached the agent just as it gave up (the release queues behind it):
-// then hold had it, and says so (exit 4). Otherwise it asks who holds the
+// --timeout. Unless Elect has (released), it first releases the lease, in
+// case a claim of hold's reached the agent just as it gave up (the release
+// queues behind it): then hold had it, and says so (exit 4). Otherwise it asks who holds the
 // lease: denied (exit 1) if another holder does; unavailable (exit 3) if
 // no agent answers, or the lease is free. Each request waits at most
 // notAcquiredAsk. A claim still on its way over the network when the
 // release arrives is not caught: it holds the lease for its duration.
-func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration) error {
+func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration, released bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), min(within, notAcquiredAsk))
 	defer cancel()
 	prefix := fmt.Sprintf("hold %s/%s for %s: not acquired within --timeout %v", ns.Name(), leaseName, holder, within)
-	switch err := ns.Release(ctx, leaseName, holder); {
-	case err == nil:
+	if !released { // by Elect already (client.ErrClaimReleased)
+		switch err := ns.Release(ctx, leaseName, holder); {
+		case err == nil:
+			released = true
+		case !errors.Is(err, lease.ErrNotHeld):
+			return fmt.Errorf("%s: %w", prefix, err)
+		}
+	}
+	if released {
 		return fmt.Errorf("%s: a claim was granted as hold gave up; released", prefix)
-	case !errors.Is(err, lease.ErrNotHeld):
-		return fmt.Errorf("%s: %w", prefix, err)
 	}
 	st, err := ns.Lease(ctx, leaseName)
 	switch {
