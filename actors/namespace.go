@@ -267,6 +267,25 @@ func errorOf(err error) error { return err }
 // nil. It starts nothing and reads nothing.
 func (n *Namespace) Refused() error { return n.checkNamespace() }
 
+// RefusedClaim returns the error ClaimContext would fail with for these
+// arguments before sending anything (an invalid name or duration, or one
+// Config.Policy refuses), or nil. It starts nothing and reads nothing.
+func (n *Namespace) RefusedClaim(leaseName, holderName string, duration time.Duration) error {
+	return n.checkClaim(leaseName, holderName, duration)
+}
+
+// RefusedLease returns the error Lease and WaitUntilExpiredContext would
+// fail with for leaseName before sending anything, or nil. It starts
+// nothing and reads nothing.
+func (n *Namespace) RefusedLease(leaseName string) error { return n.checkLease(leaseName) }
+
+// RefusedHolder returns the error Release and a Token's CheckContext would
+// fail with for these names before sending anything, or nil. It starts
+// nothing and reads nothing.
+func (n *Namespace) RefusedHolder(leaseName, holderName string) error {
+	return n.checkRelease(leaseName, holderName)
+}
+
 // Full returns ErrUnavailable if the namespace has no actor and
 // Config.MaxNamespaces namespaces have one already, so a request for it
 // would be refused; nil otherwise. It starts nothing, and may be stale by

@@ -565,6 +565,13 @@ func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 		defer cancel()
 		var rt route
 		if s.owners != nil {
+			// A request the Manager would refuse gets no ownership write:
+			// it changes nothing (an owner that forwards it to the
+			// owner checks it there again).
+			if err := s.refusal(op, s.cfg.Manager.Namespace(ns), req); err != nil {
+				s.reply(op, m.Reply, req, 0, failure(op, err), start)
+				return
+			}
 			var err error
 			if rt, err = s.owners.route(ctx, ns); err != nil {
 				s.reply(op, m.Reply, req, 0, failure(op, err), start)
@@ -754,21 +761,65 @@ func (s *Service) timedOut(err error) error {
 	return err
 }
 
-func (s *Service) claim(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
+// refusal returns the error op would fail with for req before anything is
+// sent to the Manager: a body that does not decode, or arguments the
+// Manager refuses (bad names or durations, its policy). It changes
+// nothing.
+func (s *Service) refusal(op string, n *actors.Namespace, req *request) error {
+	switch op {
+	case protocol.OpClaim:
+		in, err := claimRequest(req)
+		if err != nil {
+			return err
+		}
+		return n.RefusedClaim(in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration())
+	case protocol.OpCheck:
+		var in messages.CheckRequest
+		if err := decode(req, &in); err != nil {
+			return err
+		}
+		return n.RefusedHolder(in.GetLease(), in.GetHolder())
+	case protocol.OpRelease:
+		var in messages.ReleaseRequest
+		if err := decode(req, &in); err != nil {
+			return err
+		}
+		return n.RefusedHolder(in.GetLease(), in.GetHolder())
+	case protocol.OpState:
+		var in messages.StateRequest
+		if err := decode(req, &in); err != nil {
+			return err
+		}
+		return n.RefusedLease(in.GetLease())
+	case protocol.OpList:
+		var in messages.ListRequest
+		return decode(req, &in)
+	}
+	return nil
+}
+
+// claimRequest decodes a claim and checks its duration is one a
+// time.Duration holds.
+func claimRequest(req *request) (*messages.ClaimRequest, error) {
 	var in messages.ClaimRequest
 	if err := decode(req, &in); err != nil {
-		reply(failure(protocol.OpClaim, err))
-		return
+		return nil, err
 	}
 	if in.GetDuration() == nil {
-		reply(failure(protocol.OpClaim, fmt.Errorf("%w: duration is missing", protocol.ErrInvalidArgument)))
-		return
+		return nil, fmt.Errorf("%w: duration is missing", protocol.ErrInvalidArgument)
 	}
 	if err := in.GetDuration().CheckValid(); err != nil {
-		reply(failure(protocol.OpClaim, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err)))
-		return
+		return nil, fmt.Errorf("%w: duration: %w", protocol.ErrInvalidArgument, err)
 	}
 	if err := beyondGoDuration(in.GetDuration()); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+func (s *Service) claim(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
+	in, err := claimRequest(req)
+	if err != nil {
 		reply(failure(protocol.OpClaim, err))
 		return
 	}

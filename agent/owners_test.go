@@ -385,6 +385,81 @@ func TestARefusedNamespaceIsNotOwned(t *testing.T) {
 	}
 }
 
+// A request that a declared namespace's rules refuse (a duration, a lease
+// or holder name) gets no ownership write either: it changes nothing, as
+// one for a namespace the policy refuses outright.
+func TestARequestThePolicyRefusesDoesNotOwnItsNamespace(t *testing.T) {
+	pol := &policy.Policy{DenyUnknown: true, Namespaces: map[string]policy.Namespace{
+		"app": {
+			MinDuration: 5 * time.Second,
+			MaxDuration: time.Minute,
+			Lease:       policy.MustPattern(`[a-z]+`),
+			Holder:      policy.MustPattern(`[a-z]+/[0-9]+`),
+		},
+	}}
+	for _, tc := range []struct {
+		name string
+		call func(ctx context.Context, n *client.Namespace) error
+	}{
+		{"claim below min_duration", func(ctx context.Context, n *client.Namespace) error {
+			return n.ClaimContext(ctx, "mysql", "mysql/0", time.Second)
+		}},
+		{"claim above max_duration", func(ctx context.Context, n *client.Namespace) error {
+			return n.ClaimContext(ctx, "mysql", "mysql/0", 2*time.Minute)
+		}},
+		{"claim of a lease name off lease_pattern", func(ctx context.Context, n *client.Namespace) error {
+			return n.ClaimContext(ctx, "MySQL", "mysql/0", time.Minute)
+		}},
+		{"claim by a holder off holder_pattern", func(ctx context.Context, n *client.Namespace) error {
+			return n.ClaimContext(ctx, "mysql", "root", time.Minute)
+		}},
+		{"check by a holder off holder_pattern", func(ctx context.Context, n *client.Namespace) error {
+			return n.Token("mysql", "root").(*client.Token).CheckContext(ctx, nil)
+		}},
+		{"release by a holder off holder_pattern", func(ctx context.Context, n *client.Namespace) error {
+			return n.Release(ctx, "mysql", "root")
+		}},
+		{"state of a lease name off lease_pattern", func(ctx context.Context, n *client.Namespace) error {
+			_, err := n.Lease(ctx, "MySQL")
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t)
+			nc := connect(t, srv)
+			mgr, err := actors.New(context.Background(), actors.Config{
+				Conn: nc, Logger: slog.New(slog.DiscardHandler), Policy: pol,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = mgr.Stop(context.Background()) })
+			svc, err := agent.Start(agent.Config{Conn: nc, Manager: mgr, Logger: slog.New(slog.DiscardHandler), Ownership: &agent.Ownership{AgentID: "a", Duration: ownershipDuration}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = svc.Stop() })
+			ctx := ctxT(t)
+			if err := tc.call(ctx, newNamespace(t, srv, "app")); !errors.Is(err, protocol.ErrInvalidArgument) || !strings.Contains(err.Error(), `namespace "app"`) {
+				t.Fatalf("got %v, want ErrInvalidArgument naming the namespace", err)
+			}
+			owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := owners.RefreshContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if info, held := owners.Lease("app"); held {
+				t.Errorf("a refused request got its namespace an ownership lease: held by %q", info.Holder)
+			}
+			if mgr.Serving("app") {
+				t.Errorf("a refused request started the namespace's actor")
+			}
+		})
+	}
+}
+
 // A namespace this agent cannot serve, because MaxNamespaces are served
 // already, gets no ownership write either: a flood of new names would
 // otherwise cost a store write each, and owned namespaces nobody serves.
