@@ -32,7 +32,10 @@
 // written as TOML literal strings in single quotes so that backslashes stay
 // as they are. A namespace name that is not a plain TOML key (one with
 // characters other than letters, digits, '-' and '_') is quoted:
-// [namespaces."a/b"].
+// [namespaces."a/b"]. A table names one namespace exactly, byte for byte:
+// there are no namespace patterns, so [namespaces."app-*"] declares the
+// namespace named app-*, and a name spelt another way in Unicode (NFC
+// against NFD) is another namespace.
 //
 // Parse reads only the keys above. Other top-level keys and tables are left
 // to the program that reads the same file (leaseagent keeps its daemon
