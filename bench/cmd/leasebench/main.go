@@ -74,11 +74,10 @@ var allParts = []string{"core", "list", "expiry", "failover", "scale", "churn", 
 
 func main() {
 	if spec := os.Getenv(holderEnv); spec != "" {
-		if err := runHolder(spec); err != nil {
-			fmt.Fprintln(os.Stderr, "leasebench holder:", err)
-			os.Exit(1)
-		}
-		return
+		// runHolder renews until the process is killed: it returns only
+		// on failure.
+		fmt.Fprintln(os.Stderr, "leasebench holder:", runHolder(spec))
+		os.Exit(1)
 	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {

@@ -152,6 +152,7 @@ type failoverResult struct {
 const holderEnv = "LEASEBENCH_HOLDER"
 
 // runHolder is the holder process; spec is url|namespace|lease|duration.
+// It renews until the process is killed, so it returns only an error.
 func runHolder(spec string) error {
 	parts := strings.Split(spec, "|")
 	if len(parts) != 4 {
