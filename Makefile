@@ -38,16 +38,23 @@ proto-check: proto
 	@test -z "$$(git status --porcelain -- messages/)" || \
 		{ echo "make proto created files that are not committed:"; git status --porcelain -- messages/; exit 1; }
 
+# lint and tidy also cover bench/, a module of its own that `./...` does not
+# reach: it uses this module's packages (replace ../), so their changes can
+# break it.
 lint:
 	$(GO) vet ./...
-	bash -n examples/*.sh
+	cd bench && $(GO) vet ./...
+	bash -n examples/*.sh bench/*.sh
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd bench && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 tidy:
 	$(GO) mod tidy
+	cd bench && $(GO) mod tidy
 
 tidy-check:
 	$(GO) mod tidy -diff
+	cd bench && $(GO) mod tidy -diff
 
 # bench runs the benchmarks; docs/benchmarks.md says how to read them.
 bench:
