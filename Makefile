@@ -84,7 +84,9 @@ fuzz:
 	done
 
 # chaos runs the long form of the fault-injection test (test/chaos, see
-# docs/testing.md) for CHAOS_DURATION; CHAOS_SEED=N replays a seed.
+# docs/testing.md) for CHAOS_DURATION on one agent, then for CHAOS_DURATION
+# on a three-node cluster (twice CHAOS_DURATION in all); CHAOS_SEED=N replays
+# a seed.
 CHAOS_DURATION ?= 10m
 chaos:
 	$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaosLong|TestClusterChaos)$$' ./test/chaos -chaos.duration=$(CHAOS_DURATION)
