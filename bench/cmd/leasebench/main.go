@@ -29,6 +29,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -80,6 +81,9 @@ func main() {
 		os.Exit(1)
 	}
 	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return // -help: the flag package printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "leasebench:", err)
 		os.Exit(2)
