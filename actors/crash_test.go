@@ -151,34 +151,7 @@ func TestAcknowledgedClaimsSurviveKill(t *testing.T) {
 		t.Fatal("the child sent no atomic batch: group commit was not tested")
 	}
 
-	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), patience)
-	defer cancel()
-	bucket, err := natskv.BindBucket(ctx, natskv.BucketConfig{JetStream: js})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := natskv.NewClient(natskv.Config{Bucket: bucket, Namespace: crashNamespace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.RefreshContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	held := c.Leases()
+	held, _ := reopen(t, dir)
 	lost := 0
 	for name, holder := range acked {
 		if held[name].Holder != holder {
@@ -319,35 +292,7 @@ func TestAcknowledgedWritesSurviveKill(t *testing.T) {
 			dir := t.TempDir()
 			acked := killWriter(t, dir, tt.mode)
 
-			srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: dir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(srv.Shutdown)
-			nc, err := srv.Connect()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(nc.Close)
-			js, err := jetstream.New(nc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), patience)
-			defer cancel()
-			bucket, err := natskv.BindBucket(ctx, natskv.BucketConfig{JetStream: js})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := natskv.NewClient(natskv.Config{Bucket: bucket, Namespace: crashNamespace})
-			if err != nil {
-				t.Fatal(err)
-			}
-			loaded := time.Now()
-			if err := c.RefreshContext(ctx); err != nil {
-				t.Fatal(err)
-			}
-			held := c.Leases()
+			held, loaded := reopen(t, dir)
 			lost := 0
 			for name, w := range acked {
 				info, ok := held[name]
@@ -362,6 +307,42 @@ func TestAcknowledgedWritesSurviveKill(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reopen starts a server on the data dir a killed child left, and returns
+// the leases of crashNamespace as a fresh natskv.Client reads them, and
+// when the read began.
+func reopen(t *testing.T, dir string) (map[string]lease.Info, time.Time) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Config{Port: -1, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	bucket, err := natskv.BindBucket(ctx, natskv.BucketConfig{JetStream: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := natskv.NewClient(natskv.Config{Bucket: bucket, Namespace: crashNamespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := time.Now()
+	if err := c.RefreshContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c.Leases(), loaded
 }
 
 // checkHeld reports whether info says the lease is held by w's holder with
