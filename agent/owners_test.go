@@ -130,6 +130,20 @@ func ownedByA(t *testing.T, h string, d time.Duration) (*embedded.Server, *clock
 	return srv, clk, a, n
 }
 
+// ownership returns the ownership lease of namespace ns, as a fresh read
+// of mgr's bucket finds it.
+func ownership(t *testing.T, ctx context.Context, mgr *actors.Manager, ns string) (lease.Info, bool) {
+	t.Helper()
+	owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := owners.RefreshContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return owners.Lease(ns)
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	t.Cleanup(cancel)
@@ -373,14 +387,7 @@ func TestARefusedNamespaceIsNotOwned(t *testing.T) {
 	if err := newNamespace(t, srv, "junk").ClaimContext(ctx, "l", "h", time.Minute); !errors.Is(err, protocol.ErrInvalidArgument) {
 		t.Fatalf("claim in a namespace the policy refuses = %v, want ErrInvalidArgument", err)
 	}
-	owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := owners.RefreshContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if info, held := owners.Lease("junk"); held {
+	if info, held := ownership(t, ctx, mgr, "junk"); held {
 		t.Fatalf("a refused namespace got an ownership lease: held by %q", info.Holder)
 	}
 }
@@ -443,14 +450,7 @@ func TestARequestThePolicyRefusesDoesNotOwnItsNamespace(t *testing.T) {
 			if err := tc.call(ctx, newNamespace(t, srv, "app")); !errors.Is(err, protocol.ErrInvalidArgument) || !strings.Contains(err.Error(), `namespace "app"`) {
 				t.Fatalf("got %v, want ErrInvalidArgument naming the namespace", err)
 			}
-			owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := owners.RefreshContext(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if info, held := owners.Lease("app"); held {
+			if info, held := ownership(t, ctx, mgr, "app"); held {
 				t.Errorf("a refused request got its namespace an ownership lease: held by %q", info.Holder)
 			}
 			if mgr.Serving("app") {
@@ -492,14 +492,7 @@ func TestANamespaceBeyondMaxNamespacesIsNotOwned(t *testing.T) {
 	if st := status(t, msg); st.GetCode() != messages.Code_CODE_UNAVAILABLE || !strings.Contains(st.GetMessage(), "MaxNamespaces") {
 		t.Fatalf("claim in a second namespace with MaxNamespaces 1: %v, want UNAVAILABLE naming MaxNamespaces", st)
 	}
-	owners, err := natskv.NewClient(natskv.Config{Bucket: mgr.Bucket(), Namespace: agent.OwnersNamespace})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := owners.RefreshContext(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if info, held := owners.Lease("second"); held {
+	if info, held := ownership(t, ctx, mgr, "second"); held {
 		t.Fatalf("a namespace beyond MaxNamespaces got an ownership lease: held by %q", info.Holder)
 	}
 }
