@@ -101,23 +101,11 @@ func TestAcknowledgedClaimsSurviveKill(t *testing.T) {
 		t.Skip("starts a child process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir)
+	env := []string{crashDirEnv + "=" + dir}
 	if os.Getenv(crashNoSyncEnv) != "" {
-		cmd.Env = append(cmd.Env, crashNoSyncEnv+"=1")
+		env = append(env, crashNoSyncEnv+"=1")
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var killOnce sync.Once
-	kill := func() { killOnce.Do(func() { _ = cmd.Process.Kill() }) }
-	t.Cleanup(kill)
+	cmd, out, stderr, kill := startChild(t, env...)
 
 	// Read every line the process wrote, kill it once enough claims are
 	// acknowledged, and keep reading what it wrote before it died.
@@ -365,15 +353,16 @@ func checkHeld(t *testing.T, name string, w ackedWrite, info lease.Info, held bo
 	return true
 }
 
-// killWriter runs runWriter in mode on dir, kills it with SIGKILL once it
-// has acknowledged crashWrites operations, and returns every operation it
-// acknowledged, by lease.
-func killWriter(t *testing.T, dir, mode string) map[string]ackedWrite {
+// startChild runs this test binary again as a child process, with env
+// added to its environment and no test of its own to run (TestMain sees
+// the variables). It returns the process, its stdout, what it writes to
+// stderr, and a kill that sends SIGKILL once (also when the test ends).
+func startChild(t *testing.T, env ...string) (*exec.Cmd, io.Reader, *strings.Builder, func()) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashDirEnv+"="+dir, crashModeEnv+"="+mode)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), env...)
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -384,6 +373,15 @@ func killWriter(t *testing.T, dir, mode string) map[string]ackedWrite {
 	var killOnce sync.Once
 	kill := func() { killOnce.Do(func() { _ = cmd.Process.Kill() }) }
 	t.Cleanup(kill)
+	return cmd, out, stderr, kill
+}
+
+// killWriter runs runWriter in mode on dir, kills it with SIGKILL once it
+// has acknowledged crashWrites operations, and returns every operation it
+// acknowledged, by lease.
+func killWriter(t *testing.T, dir, mode string) map[string]ackedWrite {
+	t.Helper()
+	cmd, out, stderr, kill := startChild(t, crashDirEnv+"="+dir, crashModeEnv+"="+mode)
 	deadline := time.AfterFunc(time.Minute, kill)
 	t.Cleanup(func() { deadline.Stop() })
 
