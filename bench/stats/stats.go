@@ -15,6 +15,10 @@ type Result struct {
 	Ops     int
 	Errors  int
 	Elapsed time.Duration
+	// CPU is the CPU time the process used over Elapsed, if measured: with
+	// the server, the agent and the clients in one process, it is what the
+	// row cost the machine, whatever its latencies.
+	CPU time.Duration
 	// FirstError is the first error an operation returned, if any.
 	FirstError error
 	// Latencies are the operations' latencies, in no particular order
@@ -43,6 +47,10 @@ type Summary struct {
 	P50        time.Duration `json:"p50_ns"`
 	P99        time.Duration `json:"p99_ns"`
 	Max        time.Duration `json:"max_ns"`
+	// CPUPerOp is CPU time per successful operation, and Cores the
+	// cores kept busy on average; both zero if the CPU was not measured.
+	CPUPerOp time.Duration `json:"cpu_per_op_ns,omitempty"`
+	Cores    float64       `json:"cpu_cores,omitempty"`
 }
 
 // Summarise sorts r's latencies and returns its rate and percentiles.
@@ -54,6 +62,10 @@ func (r *Result) Summarise() Summary {
 	}
 	if r.Elapsed > 0 {
 		s.Rate = float64(r.Ops) / r.Elapsed.Seconds()
+	}
+	if r.CPU > 0 && r.Ops > 0 && r.Elapsed > 0 {
+		s.CPUPerOp = r.CPU / time.Duration(r.Ops)
+		s.Cores = r.CPU.Seconds() / r.Elapsed.Seconds()
 	}
 	s.P50 = Percentile(r.Latencies, 50)
 	s.P99 = Percentile(r.Latencies, 99)

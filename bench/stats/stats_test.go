@@ -38,6 +38,16 @@ func TestSummarise(t *testing.T) {
 	}
 }
 
+func TestSummariseCPU(t *testing.T) {
+	r := Result{Ops: 4, Elapsed: 2 * time.Second, CPU: 3 * time.Second}
+	if s := r.Summarise(); s.CPUPerOp != 750*time.Millisecond || s.Cores != 1.5 {
+		t.Errorf("Summarise = %v per op on %v cores, want 750ms on 1.5", s.CPUPerOp, s.Cores)
+	}
+	if s := (&Result{Ops: 4, Elapsed: time.Second}).Summarise(); s.CPUPerOp != 0 || s.Cores != 0 {
+		t.Errorf("a row without CPU measured has %v per op on %v cores", s.CPUPerOp, s.Cores)
+	}
+}
+
 func TestRatio(t *testing.T) {
 	if got := Ratio(3, 4); got != 0.75 {
 		t.Errorf("Ratio(3, 4) = %v", got)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/leaseagent/lease/bench/stats"
@@ -21,7 +22,7 @@ func closedLoop(d time.Duration, n int, op func(g, i int) error) stats.Result {
 		res stats.Result
 		wg  sync.WaitGroup
 	)
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	deadline := start.Add(d)
 	for g := range n {
 		wg.Add(1)
@@ -35,8 +36,17 @@ func closedLoop(d time.Duration, n int, op func(g, i int) error) stats.Result {
 		}()
 	}
 	wg.Wait()
-	res.Elapsed = time.Since(start)
+	res.Elapsed, res.CPU = time.Since(start), cpuTime()-cpu
 	return res
+}
+
+// cpuTime returns the CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // tally is one worker's share of a row: its calls' latencies, how many

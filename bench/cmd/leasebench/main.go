@@ -218,6 +218,9 @@ type row struct {
 	Baseline string   `json:"baseline,omitempty"` // what Ratio divides by
 	Ratio    *float64 `json:"ratio,omitempty"`
 	Target   string   `json:"target,omitempty"`
+	// Ceiling is the highest Ratio this machine allows the row, from what
+	// its baselines cost: see cycleCeiling.
+	Ceiling *float64 `json:"ceiling,omitempty"`
 }
 
 type report struct {
@@ -256,6 +259,11 @@ func (r *report) add(log io.Writer, group, mode, name string, clients int, res s
 		x.FirstError = err.Error()
 	} else {
 		x.Summary = res.Summarise()
+	}
+	if group == "peer" {
+		// The peer's server is another process: this one's CPU is only
+		// its clients'.
+		x.CPUPerOp, x.Cores = 0, 0
 	}
 	r.Rows = append(r.Rows, x)
 	fmt.Fprintf(log, "  %-9s %-16s %-42s %3d  %10s  p50 %8s  p99 %8s", group, mode, name, clients,
@@ -481,6 +489,7 @@ func (r *report) ratios(o options) {
 				if x.Mode == modeNoFsync {
 					x.Target = ">= 0.5"
 				}
+				x.Ceiling = r.cycleCeiling(x)
 			case x.Name == rowExtend || x.Name == rowLonger:
 				base = r.find("limit", x.Mode, rowKVSeq, x.Clients)
 				x.Baseline = "raw sequential writes"
@@ -518,10 +527,31 @@ func (r *report) ratios(o options) {
 	}
 }
 
+// cycleCeiling bounds what a claim+release cycle can reach on this machine
+// without fsync, where the server, the agent and the clients all wait on
+// the same cores, not on a disk. A cycle through the whole path does at
+// least what two request-replies over TCP and two KV writes do, and their
+// CPU costs add up: a cycle costs at least 2e + 2w of CPU, where e is
+// echo's CPU per op and w a pipelined write's, and its baseline, pipelined
+// writes / 2, costs 2w. On a machine kept busy by either, the ratio is at
+// most 2w / (2e + 2w) = w / (e + w), whatever the agent does, and however
+// loaded the machine was (it compares CPU costs, not rates). Generous on
+// purpose: it counts nothing for the agent's own work. Nil with fsync (the
+// disk, not the CPU, bounds the baseline) or when a baseline's CPU was not
+// measured.
+func (r *report) cycleCeiling(x *row) *float64 {
+	echo, pipe := r.find("limit", x.Mode, rowEcho, x.Clients), r.find("limit", x.Mode, rowKVPipe, x.Clients)
+	if x.Mode != modeNoFsync || echo == nil || pipe == nil || echo.CPUPerOp <= 0 || pipe.CPUPerOp <= 0 {
+		return nil
+	}
+	w, e := pipe.CPUPerOp.Seconds(), echo.CPUPerOp.Seconds()
+	return ratioOf(w / (e + w))
+}
+
 func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "leasebench %s: %s\n%s; %v per row\n\n", r.Start.Format(time.DateTime), r.Machine, versionLine(r.Versions), r.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "group\tmode\trow\tclients\tops/s\tp50\tp99\tratio\tagainst\ttarget\t")
+	fmt.Fprintln(tw, "group\tmode\trow\tclients\tops/s\tp50\tp99\tcpu/op\tcores\tratio\tagainst\ttarget\tceiling\t")
 	var errs []string
 	for _, x := range r.Rows {
 		ratio := "-"
@@ -533,8 +563,16 @@ func (r *report) print(w io.Writer) {
 			name += " (!)"
 			errs = append(errs, fmt.Sprintf("(!) %s %s %s at %d: %d errors, first: %s", x.Group, x.Mode, x.Name, x.Clients, x.Errors, x.FirstError))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Group, x.Mode, name, x.Clients,
-			stats.FormatRate(x.Rate), stats.FormatLatency(x.P50), stats.FormatLatency(x.P99), ratio, x.Baseline, x.Target)
+		cores, ceiling := "-", "-"
+		if x.Cores > 0 {
+			cores = fmt.Sprintf("%.2f", x.Cores)
+		}
+		if x.Ceiling != nil {
+			ceiling = stats.FormatRatio(*x.Ceiling)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Group, x.Mode, name, x.Clients,
+			stats.FormatRate(x.Rate), stats.FormatLatency(x.P50), stats.FormatLatency(x.P99),
+			stats.FormatLatency(x.CPUPerOp), cores, ratio, x.Baseline, x.Target, ceiling)
 	}
 	_ = tw.Flush()
 	for _, line := range errs {

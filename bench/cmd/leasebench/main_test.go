@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -55,5 +56,32 @@ func TestRatios(t *testing.T) {
 	}
 	if etcd.Target != "> 1" || cycle.Target != ">= 0.5" {
 		t.Errorf("targets %q %q", etcd.Target, cycle.Target)
+	}
+	if cycle.Ceiling != nil {
+		t.Errorf("a cycle has a ceiling without its baselines' CPU: %v", *cycle.Ceiling)
+	}
+}
+
+func TestCycleCeiling(t *testing.T) {
+	rep := &report{}
+	add := func(mode, group, name string, rate float64, cpu time.Duration) *row {
+		x := &row{Group: group, Mode: mode, Name: name, Clients: 32, Summary: stats.Summary{Rate: rate, CPUPerOp: cpu}}
+		rep.Rows = append(rep.Rows, x)
+		return x
+	}
+	// 20us of CPU per echo and 5us per write: a cycle costs at least
+	// 50us, its baseline (two writes) 10us. The rates do not matter.
+	for _, mode := range []string{modeNoFsync, modeFsync} {
+		add(mode, "limit", rowKVPipe, 1000, 5*time.Microsecond)
+		add(mode, "limit", rowEcho, 1000, 20*time.Microsecond)
+	}
+	cycle := add(modeNoFsync, "ours", rowCycle, 10000, 0)
+	durable := add(modeFsync, "ours", rowCycle, 10000, 0)
+	rep.ratios(options{duration: time.Second})
+	if cycle.Ceiling == nil || math.Abs(*cycle.Ceiling-0.2) > 1e-9 {
+		t.Errorf("ceiling = %v, want 0.2", cycle.Ceiling)
+	}
+	if durable.Ceiling != nil {
+		t.Errorf("a cycle with fsync has a CPU ceiling: %v", *durable.Ceiling)
 	}
 }

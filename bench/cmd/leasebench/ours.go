@@ -301,7 +301,7 @@ func (e *env) rawKVPipelined(d time.Duration, n int, tag string) (stats.Result, 
 		res stats.Result
 		wg  sync.WaitGroup
 	)
-	start := time.Now()
+	start, cpu := time.Now(), cpuTime()
 	deadline := start.Add(d)
 	for g := range n {
 		ch := make(chan inflight, window)
@@ -348,7 +348,7 @@ func (e *env) rawKVPipelined(d time.Duration, n int, tag string) (stats.Result, 
 		}()
 	}
 	wg.Wait()
-	res.Elapsed = time.Since(start)
+	res.Elapsed, res.CPU = time.Since(start), cpuTime()-cpu
 	return res, nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,15 +31,6 @@ type steadyResult struct {
 	// CPU is the cores this process (agent, embedded server and the
 	// clients) kept busy during the run, on average.
 	CPU float64 `json:"cpu_cores"`
-}
-
-// cpuTime returns the CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // steady claims count leases for d from 32 clients, then has every holder
