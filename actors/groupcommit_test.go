@@ -266,6 +266,54 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 	}
 }
 
+// Writes decided behind a round stuck past maxRoundWait go out beside it,
+// but together: a stuck round must not turn group commit into a round per
+// write.
+func TestWritesBesideAStuckRoundShareRounds(t *testing.T) {
+	const claims = 64
+	var entered <-chan struct{}
+	release := make(chan struct{})
+	slow := make(chan struct{}, 1)
+	var log roundLog
+	h := newHarness(t, func(cfg *Config) {
+		cfg.MinBatch = DefaultMinBatch
+		cfg.hooks.maxRoundWait = 5 * time.Millisecond
+		entered = holdWrite(cfg, "stuck", release)
+		cfg.hooks.round = log.add
+		cfg.hooks.receive = func(_ string, msg any) {
+			if _, ok := msg.(*roundSlow); ok {
+				select {
+				case slow <- struct{}{}:
+				default:
+				}
+			}
+		}
+	})
+	n := h.start("ns")
+	stuck := make(chan error, 1)
+	go func() { stuck <- n.ClaimContext(h.ctx(), "stuck", "h", time.Minute) }()
+	<-entered
+	<-slow // the actor now knows the round is stuck
+	errs := make(chan error, claims)
+	for i := range claims {
+		go func() { errs <- n.ClaimContext(h.ctx(), fmt.Sprintf("l%d", i), "h", time.Minute) }()
+	}
+	for range claims {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	rounds := len(log.get()) // the stuck round has not run yet
+	close(release)
+	if err := <-stuck; err != nil {
+		t.Fatal(err)
+	}
+	if rounds > claims/4 {
+		t.Fatalf("%d claims behind a stuck round went out in %d rounds; want a few", claims, rounds)
+	}
+	t.Logf("%d claims behind a stuck round went out in %d rounds", claims, rounds)
+}
+
 // With group commit, leases that expire together are expired in batches,
 // not one write after another.
 func TestExpiriesShareRounds(t *testing.T) {

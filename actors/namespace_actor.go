@@ -168,7 +168,7 @@ type namespaceActor struct {
 	ops      map[string][]*op // per lease: the running op first, then the queue
 	inFlight map[uint64]bool  // the rounds of writes in flight (group commit), by number
 	rounds   uint64           // rounds sent so far
-	slow     bool             // a round in flight has taken maxRoundWait: send without waiting
+	slow     bool             // the newest round has taken maxRoundWait: the next write goes out beside it
 	pending  []pendingWrite   // writes decided since, for the next round
 	// After a batch lands, the next round waits (lingers) a moment for its
 	// writers' next writes, up to as many as it had.
@@ -466,6 +466,12 @@ func (a *namespaceActor) flush() {
 	}
 	a.rounds++
 	a.inFlight[a.rounds] = true
+	// The writes decided from now on wait for this round, or go out
+	// beside it once it has taken maxRoundWait: each stuck round lets one
+	// more round out, not every write one of its own (with fsync, one
+	// fsync each: under load the single writes fell further behind, the
+	// stuck rounds never all landed, and 10k expiries came seconds late).
+	a.slow = false
 	a.send(a.rounds, round)
 	// A stuck round must not hold up the writes of other leases for
 	// long: after maxRoundWait they go out beside it.
