@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/btree"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/proto"
@@ -91,8 +92,10 @@ type Client struct {
 	// known holds the latest state seen of each lease key: held leases and
 	// the delete markers of released ones.
 	known map[string]*state
-	// expiries orders the held leases of known by expiry.
+	// expiries orders the held leases of known by expiry, and names by
+	// name (see held.go).
 	expiries expiryQueue
+	names    *btree.BTreeG[string]
 	// seen is the bucket revision up to which known reflects every change
 	// to the namespace: LoadChanges reads only what came after it.
 	seen uint64
@@ -134,6 +137,7 @@ func NewClient(cfg Config) (*Client, error) {
 		drift:     cfg.ClockDriftRate,
 		timeout:   cfg.Timeout,
 		known:     make(map[string]*state),
+		names:     newNameIndex(),
 	}
 	if c.clock == nil {
 		c.clock = clock.System()
@@ -252,8 +256,10 @@ func (c *Client) reload(ctx context.Context, name string) error {
 
 // Leases is part of lease.Client: the held leases the Client knows of, by
 // name, with expiries on the Client's clock. The map is the caller's own.
+// It costs as many leases as the namespace holds; LeasesAfter lists them
+// a page at a time.
 func (c *Client) Leases() map[string]lease.Info {
-	out := make(map[string]lease.Info, len(c.known))
+	out := make(map[string]lease.Info, c.names.Len())
 	for name, s := range c.known {
 		if s.held {
 			out[name] = c.info(s)
@@ -271,16 +277,9 @@ func (c *Client) Lease(name string) (lease.Info, bool) {
 	return c.info(s), true
 }
 
-// Count returns how many leases the cache holds; it allocates nothing.
-func (c *Client) Count() int {
-	n := 0
-	for _, s := range c.known {
-		if s.held {
-			n++
-		}
-	}
-	return n
-}
+// Count returns how many leases the cache holds, expired or not; the name
+// index keeps the count, so it costs nothing.
+func (c *Client) Count() int { return c.names.Len() }
 
 // Holder returns the holder and expiry of a held lease, and whether it is
 // held; unlike Lease it allocates nothing.
@@ -424,15 +423,20 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 			errs = append(errs, fmt.Errorf("natskv: namespace %q: %w", c.namespace, err))
 			continue
 		}
-		if s, ok := old[name]; ok {
-			c.known[name] = s // observe keeps its expiry if the revision is unchanged
-			if s.revision > e.revision {
-				continue
+		if _, moved := c.known[name]; !moved {
+			if s, ok := old[name]; ok {
+				c.known[name] = s // as it was, so still indexed; observe keeps its expiry if the revision is unchanged
 			}
+		}
+		if s, ok := c.known[name]; ok && s.revision > e.revision {
+			continue
 		}
 		if err := c.observe(name, e, now); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if !snap.changes {
+		c.unindexDropped(old)
 	}
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
@@ -441,7 +445,7 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 // observe records the latest state of one lease key, seen at now.
 func (c *Client) observe(name string, e entry, now time.Time) error {
 	if e.deleted {
-		c.known[name] = &state{key: e.key, revision: e.revision}
+		c.free(name, &state{key: e.key, revision: e.revision})
 		return nil
 	}
 	if s, ok := c.known[name]; ok && s.held && s.revision == e.revision {
@@ -449,7 +453,7 @@ func (c *Client) observe(name string, e entry, now time.Time) error {
 	}
 	holder, d, fence, err := decodeRecord(e.value)
 	if err != nil {
-		delete(c.known, name)
+		c.free(name, nil)
 		return fmt.Errorf("natskv: namespace %q: lease %q: key %q revision %d: %w", c.namespace, name, e.key, e.revision, err)
 	}
 	c.hold(name, &state{

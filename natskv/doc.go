@@ -99,6 +99,14 @@
 // the leader for the namespace's latest revision and is read again (a few
 // times, then fails) until it reaches it.
 //
+// # Listing
+//
+// Beside the cache, a Client keeps the names of its held leases in order
+// of their bytes (a B-tree, kept in step with every write, outcome and
+// load). LeasesAfter lists the held leases from any point in that order:
+// a page of a namespace costs as much as the page, not as the namespace,
+// where Leases copies the whole of it.
+//
 // # Limits
 //
 // A Client is not safe for concurrent use; a lease manager owns it and calls

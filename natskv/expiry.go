@@ -73,16 +73,6 @@ func (q *expiryQueue) reorder() {
 	}
 }
 
-// hold installs s, a held lease's state, in the cache and queues its
-// expiry.
-func (c *Client) hold(name string, s *state) {
-	c.known[name] = s
-	c.expiries.push(expiryEntry{expiry: s.expiry, name: name, st: s})
-	if len(c.expiries.entries) > 2*len(c.known)+64 {
-		c.compactExpiries()
-	}
-}
-
 func (c *Client) live(e expiryEntry) bool { return c.known[e.name] == e.st }
 
 // compactExpiries rebuilds the queue from its live entries.

@@ -347,7 +347,7 @@ func (c *Client) Apply(w *Write) error {
 		held.expiry = expiry
 		c.hold(w.lease, &held)
 	case w.Deletes():
-		c.known[w.lease] = &state{key: w.key, revision: w.revision}
+		c.free(w.lease, &state{key: w.key, revision: w.revision})
 	default:
 		c.hold(w.lease, &state{
 			key:      w.key,
