@@ -281,6 +281,9 @@ func TestInvalidArgumentsAreRefusedAndStartNothing(t *testing.T) {
 		{"check of empty lease", "ns", func(n *actors.Namespace) error { return n.Token("", "h").Check(nil) }, "lease name"},
 		{"wait on lease with a hash", "ns", func(n *actors.Namespace) error { return n.WaitUntilExpiredContext(ctx, "#") }, "lease name"},
 		{"empty namespace", "", func(n *actors.Namespace) error { _, err := n.Leases(ctx); return err }, "namespace name"},
+		{"page of an empty namespace", "", func(n *actors.Namespace) error { _, _, err := n.LeasesPage(ctx, "", 1); return err }, "namespace name"},
+		{"page of no leases", "ns", func(n *actors.Namespace) error { _, _, err := n.LeasesPage(ctx, "", 0); return err }, "page limit"},
+		{"page of a negative limit", "ns", func(n *actors.Namespace) error { _, _, err := n.LeasesPage(ctx, "", -1); return err }, "page limit"},
 		{"namespace with a dollar", "a$", func(n *actors.Namespace) error { return n.ClaimContext(ctx, "l", "h", time.Second) }, "namespace name"},
 	}
 	for _, tt := range tests {

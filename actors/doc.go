@@ -7,7 +7,8 @@
 // claims from the Client's cache, writes through it, keeps time, expires
 // leases, wakes waiters and publishes events. (*Manager).Namespace returns a
 // handle that implements lease.Claimer and lease.Checker, with
-// context-taking twins of each call, a listing and a release.
+// context-taking twins of each call, a listing (whole, or a page at a time
+// in name order) and a release.
 //
 // Claims, releases and checks also come in a form for callers that must
 // not wait (ClaimFunc, ReleaseFunc, Token.CheckFunc): the call returns at

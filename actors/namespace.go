@@ -142,7 +142,8 @@ func (n *Namespace) WaitUntilExpiredContext(ctx context.Context, leaseName strin
 }
 
 // Leases returns the held leases of the namespace, with expiries on the
-// Manager's clock. Each Info's Trapdoor accepts a *natskv.Fence.
+// Manager's clock. Each Info's Trapdoor accepts a *natskv.Fence. It copies
+// the whole namespace; LeasesPage lists it a page at a time.
 func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
 	if err := n.checkNamespace(); err != nil {
 		return nil, err
@@ -156,6 +157,32 @@ func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
 		return nil, err
 	}
 	return res.leases, res.err
+}
+
+// LeasesPage returns a page of the namespace's held leases in name order
+// (by the names' UTF-8 bytes): at most limit of those named after after,
+// which need not name a lease, and whether more follow. Like Leases it
+// leaves out a lease past its expiry, even before its removal. The actor
+// answers from the name index of its cache, without copying the
+// namespace: a page costs as much as the leases it holds (and the expired
+// ones skipped on the way), however many the namespace has. limit must
+// be positive.
+func (n *Namespace) LeasesPage(ctx context.Context, after string, limit int) ([]natskv.Held, bool, error) {
+	if err := n.checkNamespace(); err != nil {
+		return nil, false, err
+	}
+	if limit <= 0 {
+		return nil, false, fmt.Errorf("%w: page limit %d is not positive", ErrInvalidArgument, limit)
+	}
+	reply := make(chan leasesPageResult, 1)
+	if err := n.m.sendContext(ctx, n.name, &leasesPageRequest{after: after, limit: limit, reply: reply}); err != nil {
+		return nil, false, err
+	}
+	res, err := await(ctx, n.m, reply)
+	if err != nil {
+		return nil, false, err
+	}
+	return res.leases, res.more, res.err
 }
 
 // Lease returns what the namespace's actor knows of one lease now, and

@@ -42,6 +42,16 @@ type (
 	leasesRequest struct {
 		reply chan leasesResult
 	}
+	leasesPageRequest struct {
+		after string
+		limit int
+		reply chan leasesPageResult
+	}
+	leasesPageResult struct {
+		leases []natskv.Held
+		more   bool
+		err    error
+	}
 	leaseRequest struct {
 		lease string
 		reply chan leaseResult
@@ -335,6 +345,9 @@ func (a *namespaceActor) handle(msg any) {
 		a.waiters[m.lease][m.waiter] = struct{}{}
 	case *leasesRequest:
 		m.reply <- leasesResult{leases: a.heldLeases()}
+	case *leasesPageRequest:
+		leases, more := a.heldPage(m.after, m.limit)
+		m.reply <- leasesPageResult{leases: leases, more: more}
 	case *leaseRequest:
 		info, _ := a.store.Lease(m.lease)
 		m.reply <- leaseResult{info: info, held: a.held(m.lease)}
@@ -362,6 +375,24 @@ func (a *namespaceActor) heldLeases() map[string]lease.Info {
 		}
 	}
 	return leases
+}
+
+// heldPage returns at most limit of the leases held now named after after,
+// in name order, and whether more follow: like heldLeases, it skips those
+// past their expiry.
+func (a *namespaceActor) heldPage(after string, limit int) (page []natskv.Held, more bool) {
+	now := a.clock.Now()
+	page = make([]natskv.Held, 0, min(limit, a.store.Count()))
+	for l := range a.store.LeasesAfter(after) {
+		switch {
+		case now.After(l.Expiry):
+		case len(page) == limit:
+			return page, true
+		default:
+			page = append(page, l)
+		}
+	}
+	return page, false
 }
 
 // check answers from the cache; on a miss it reloads once and looks again.
@@ -746,6 +777,8 @@ func failRequest(msg any, err error) {
 		m.reply.send(checkResult{err: err})
 	case *leasesRequest:
 		trySend(m.reply, leasesResult{err: err})
+	case *leasesPageRequest:
+		trySend(m.reply, leasesPageResult{err: err})
 	case *leaseRequest:
 		trySend(m.reply, leaseResult{err: err})
 	case *waitRequest:

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"iter"
 	"time"
 
 	"github.com/leaseagent/lease"
@@ -15,6 +16,7 @@ type store interface {
 	Lease(name string) (lease.Info, bool)
 	Holder(name string) (holder string, expiry time.Time, ok bool)
 	Leases() map[string]lease.Info
+	LeasesAfter(after string) iter.Seq[natskv.Held]
 	Count() int
 	Expiring(now time.Time) (due []string, next time.Time, ok bool)
 
