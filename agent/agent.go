@@ -872,39 +872,37 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 	if err := decode(req, &in); err != nil {
 		return failure(protocol.OpList, err)
 	}
-	leases, err := n.Leases(ctx)
+	// A page holds what fits in one message, with room for the status,
+	// headers and the next field: never more than maxListEntries, so no
+	// more are asked of the actor, whatever the limit.
+	room := int(s.cfg.Conn.MaxPayload()) - listReplyOverhead
+	limit := maxListEntries(room)
+	if l := int(in.GetLimit()); l > 0 && l < limit {
+		limit = l
+	}
+	leases, more, err := n.LeasesPage(ctx, in.GetAfter(), limit)
 	if err != nil {
 		return failure(protocol.OpList, s.timedOut(err))
 	}
-	names := make([]string, 0, len(leases))
-	for name := range leases {
-		if name > in.GetAfter() {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
 	now := s.cfg.Manager.Clock().Now()
 	out := &messages.ListReply{Status: protocol.Status(nil)}
-	// A page holds what fits in one message, with room for the status,
-	// headers and the next field.
-	room := int(s.cfg.Conn.MaxPayload()) - listReplyOverhead
-	for i, name := range names {
-		info := leases[name]
-		var f natskv.Fence
-		_ = info.Trapdoor(&f)
+	for i, h := range leases {
 		l := &messages.LeaseInfo{
-			Lease: name, Holder: info.Holder, Revision: f.Revision,
-			ExpiresIn: durationpb.New(info.Expiry.Sub(now)),
+			Lease: h.Lease, Holder: h.Holder, Revision: h.Fence,
+			ExpiresIn: durationpb.New(h.Expiry.Sub(now)),
 		}
 		room -= listEntrySize(l, req.json)
-		if room < 0 || (in.GetLimit() > 0 && i == int(in.GetLimit())) {
+		if room < 0 {
 			if i == 0 {
 				return failure(protocol.OpList, fmt.Errorf("%w: the server's max payload (%d bytes) cannot hold one lease", protocol.ErrInternal, s.cfg.Conn.MaxPayload()))
 			}
-			out.Next = names[i-1]
-			break
+			out.Next = leases[i-1].Lease
+			return out
 		}
 		out.Leases = append(out.Leases, l)
+	}
+	if more {
+		out.Next = leases[len(leases)-1].Lease
 	}
 	return out
 }
@@ -927,6 +925,16 @@ func listEntrySize(l *messages.LeaseInfo, json bool) int {
 // listReplyOverhead is what a list reply needs beside its leases: the
 // status, the next lease name, and the headers of a JSON reply.
 const listReplyOverhead = 4096
+
+// minListEntrySize is the least any lease adds to a list reply, in either
+// encoding: one-byte names, revision 1, no time left, in protobuf (JSON
+// spells out field names, so its entries are larger).
+var minListEntrySize = listEntrySize(&messages.LeaseInfo{Lease: "l", Holder: "h", Revision: 1, ExpiresIn: durationpb.New(0)}, false)
+
+// maxListEntries returns how many leases a page with room bytes for them
+// can hold at most: one more than fit when every lease is the smallest
+// possible, so a page never runs out of leases before it runs out of room.
+func maxListEntries(room int) int { return max(room, 0)/minListEntrySize + 1 }
 
 func (s *Service) release(n *actors.Namespace, req *request, deadline time.Time, reply func(proto.Message)) {
 	var in messages.ReleaseRequest

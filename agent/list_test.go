@@ -248,3 +248,101 @@ func TestListPagesOfEscapedNamesFitTheMaxPayload(t *testing.T) {
 		}
 	}
 }
+
+// listPage asks for one page of namespace ns and returns its lease names
+// and its next, failing the test unless the status is OK.
+func listPage(t *testing.T, nc *nats.Conn, ns, after string, limit uint32) ([]string, string) {
+	t.Helper()
+	var out messages.ListReply
+	msg := request(t, nc, protocol.RequestSubject(protocol.DefaultPrefix, protocol.OpList, ns), marshal(t, &messages.ListRequest{After: after, Limit: limit}), nil)
+	if err := proto.Unmarshal(msg.Data, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.GetStatus().GetCode() != messages.Code_CODE_OK {
+		t.Fatalf("list after %q, limit %d: %v", after, limit, out.GetStatus())
+	}
+	var names []string
+	for _, l := range out.GetLeases() {
+		names = append(names, l.GetLease())
+	}
+	return names, out.GetNext()
+}
+
+// A page starts after any name, present or not, holds at most limit
+// leases in the order of their names' UTF-8 bytes, and has a next (its
+// last lease) exactly when more follow.
+func TestListPageBoundaries(t *testing.T) {
+	e := testenv.Start(t)
+	for _, name := range []string{"😀", "z", "a", "Ｚ", "ab", "é", "B"} {
+		if err := e.Manager.Namespace("ns").ClaimContext(context.Background(), name, "h", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc := e.Connect(t)
+	all := []string{"B", "a", "ab", "z", "é", "Ｚ", "😀"}
+	for _, tt := range []struct {
+		name  string
+		after string
+		limit uint32
+		want  []string
+		next  string
+	}{
+		{"no limit", "", 0, all, ""},
+		{"limit larger than the namespace", "", 100, all, ""},
+		{"limit the size of the namespace", "", uint32(len(all)), all, ""},
+		{"limit 1", "", 1, all[:1], "B"},
+		{"after a name present", "a", 2, []string{"ab", "z"}, "z"},
+		{"after a name not present", "b", 0, []string{"z", "é", "Ｚ", "😀"}, ""},
+		{"non-ASCII names by their bytes", "z", 2, []string{"é", "Ｚ"}, "Ｚ"},
+		{"a page that ends with the namespace", "é", 2, []string{"Ｚ", "😀"}, ""},
+		{"after the last", "😀", 1, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, next := listPage(t, nc, "ns", tt.after, tt.limit)
+			if !slices.Equal(got, tt.want) || next != tt.next {
+				t.Fatalf("page %q, next %q; want %q, next %q", got, next, tt.want, tt.next)
+			}
+		})
+	}
+}
+
+// Without a limit, or with one larger than fits, a page holds as many
+// leases as fit under the max payload: adding the first lease of the next
+// page would not fit.
+func TestListPageHoldsAsManyAsFit(t *testing.T) {
+	_, nc, m := smallPayloadAgent(t)
+	// The smallest names there are: 26 of one letter, 676 of two.
+	for i := range 26 + 26*26 {
+		name := string(rune('a' + i%26))
+		if i >= 26 {
+			name = string(rune('a'+(i-26)/26)) + name
+		}
+		if err := m.Namespace("ns").ClaimContext(context.Background(), name, "h", time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, limit := range []uint32{0, 100000} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			var out messages.ListReply
+			msg := request(t, nc, "lease.list.ns", marshal(t, &messages.ListRequest{Limit: limit}), nil)
+			if err := proto.Unmarshal(msg.Data, &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.GetNext() == "" {
+				t.Fatalf("one page of %d leases holds the whole namespace; the test needs more than fit", len(out.GetLeases()))
+			}
+			used := 0
+			for _, l := range out.GetLeases() {
+				used += proto.Size(l) + 4
+			}
+			var rest messages.ListReply
+			msg = request(t, nc, "lease.list.ns", marshal(t, &messages.ListRequest{After: out.GetNext(), Limit: 1}), nil)
+			if err := proto.Unmarshal(msg.Data, &rest); err != nil || len(rest.GetLeases()) != 1 {
+				t.Fatalf("the page after %q: %v, err %v", out.GetNext(), &rest, err)
+			}
+			if room := maxPayload - 4096; used+proto.Size(rest.GetLeases()[0])+4 <= room {
+				t.Fatalf("a page of %d leases uses %d of %d bytes; the next lease would have fit", len(out.GetLeases()), used, room)
+			}
+		})
+	}
+}
