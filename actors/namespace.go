@@ -163,10 +163,11 @@ func (n *Namespace) Leases(ctx context.Context) (map[string]lease.Info, error) {
 // (by the names' UTF-8 bytes): at most limit of those named after after,
 // which need not name a lease, and whether more follow. Like Leases it
 // leaves out a lease past its expiry, even before its removal. The actor
-// answers from the name index of its cache, without copying the
-// namespace: a page costs as much as the leases it holds (and the expired
-// ones skipped on the way), however many the namespace has. limit must
-// be positive.
+// answers from the name index of its cache (natskv.Client.LeasesAfter),
+// without copying the namespace: a page costs as much as the leases it
+// holds (and the expired ones skipped on the way), however many the
+// namespace has, except the namespace's first, which builds the index.
+// limit must be positive.
 func (n *Namespace) LeasesPage(ctx context.Context, after string, limit int) ([]natskv.Held, bool, error) {
 	if err := n.checkNamespace(); err != nil {
 		return nil, false, err

@@ -99,3 +99,19 @@ func TestLeasesPageLeavesOutLeasesPastTheirExpiry(t *testing.T) {
 		t.Fatalf("the store holds %d leases, want all 5: the test needs the expired ones not removed", held)
 	}
 }
+
+// Claims and releases after a page are in the next page: the index the
+// first page built is kept in step.
+func TestLeasesPageFollowsClaimsAndReleases(t *testing.T) {
+	h := newHarness(t)
+	n := h.start("ns")
+	h.claim(n, "b", "h", time.Minute)
+	h.claim(n, "d", "h", time.Minute)
+	mustPage(h, n, "", 10, []string{"b", "d"}, false)
+	h.claim(n, "c", "h", time.Minute)
+	h.claim(n, "a", "h", time.Minute)
+	if err := n.Release(h.ctx(), "b", "h"); err != nil {
+		t.Fatal(err)
+	}
+	mustPage(h, n, "", 10, []string{"a", "c", "d"}, false)
+}

@@ -93,9 +93,10 @@ type Client struct {
 	// the delete markers of released ones.
 	known map[string]*state
 	// expiries orders the held leases of known by expiry, and names by
-	// name (see held.go).
+	// name, once LeasesAfter has needed it; held counts them (held.go).
 	expiries expiryQueue
 	names    *btree.BTreeG[string]
+	held     int
 	// seen is the bucket revision up to which known reflects every change
 	// to the namespace: LoadChanges reads only what came after it.
 	seen uint64
@@ -137,7 +138,6 @@ func NewClient(cfg Config) (*Client, error) {
 		drift:     cfg.ClockDriftRate,
 		timeout:   cfg.Timeout,
 		known:     make(map[string]*state),
-		names:     newNameIndex(),
 	}
 	if c.clock == nil {
 		c.clock = clock.System()
@@ -259,7 +259,7 @@ func (c *Client) reload(ctx context.Context, name string) error {
 // It costs as many leases as the namespace holds; LeasesAfter lists them
 // a page at a time.
 func (c *Client) Leases() map[string]lease.Info {
-	out := make(map[string]lease.Info, c.names.Len())
+	out := make(map[string]lease.Info, c.held)
 	for name, s := range c.known {
 		if s.held {
 			out[name] = c.info(s)
@@ -277,9 +277,9 @@ func (c *Client) Lease(name string) (lease.Info, bool) {
 	return c.info(s), true
 }
 
-// Count returns how many leases the cache holds, expired or not; the name
-// index keeps the count, so it costs nothing.
-func (c *Client) Count() int { return c.names.Len() }
+// Count returns how many leases the cache holds, expired or not; it is
+// kept as they come and go, so it costs nothing.
+func (c *Client) Count() int { return c.held }
 
 // Holder returns the holder and expiry of a held lease, and whether it is
 // held; unlike Lease it allocates nothing.
@@ -406,12 +406,14 @@ func (c *Client) LoadChanges(ctx context.Context, since uint64) (*Snapshot, erro
 // than the snapshot, and stays.
 func (c *Client) ApplySnapshot(snap *Snapshot) error {
 	defer func() { c.seen = max(c.seen, snap.upTo) }()
-	old := c.known
+	// A Load's snapshot goes into a new map, so that the cache shrinks
+	// when keys have gone; old keeps what has not been moved across.
+	var old map[string]*state
 	if !snap.changes {
-		c.known = make(map[string]*state, len(snap.entries))
+		old, c.known = c.known, make(map[string]*state, len(snap.entries))
 		for name, s := range old {
 			if s.revision > snap.upTo {
-				c.known[name] = s
+				c.move(old, name)
 			}
 		}
 	}
@@ -423,10 +425,8 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 			errs = append(errs, fmt.Errorf("natskv: namespace %q: %w", c.namespace, err))
 			continue
 		}
-		if _, moved := c.known[name]; !moved {
-			if s, ok := old[name]; ok {
-				c.known[name] = s // as it was, so still indexed; observe keeps its expiry if the revision is unchanged
-			}
+		if old != nil {
+			c.move(old, name) // observe keeps its expiry if the revision is unchanged
 		}
 		if s, ok := c.known[name]; ok && s.revision > e.revision {
 			continue
@@ -435,9 +435,7 @@ func (c *Client) ApplySnapshot(snap *Snapshot) error {
 			errs = append(errs, err)
 		}
 	}
-	if !snap.changes {
-		c.unindexDropped(old)
-	}
+	c.forget(old)
 	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
 }

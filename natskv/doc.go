@@ -101,11 +101,12 @@
 //
 // # Listing
 //
-// Beside the cache, a Client keeps the names of its held leases in order
-// of their bytes (a B-tree, kept in step with every write, outcome and
-// load). LeasesAfter lists the held leases from any point in that order:
-// a page of a namespace costs as much as the page, not as the namespace,
-// where Leases copies the whole of it.
+// LeasesAfter lists the held leases in order of their names' bytes, from
+// any point in that order. Its first call builds an index of the names (a
+// B-tree), which the Client then keeps in step with every write, outcome
+// and load: from then on a page of a namespace costs as much as the page,
+// not as the namespace, where Leases copies the whole of it. A namespace
+// never listed does not pay for keeping the index.
 //
 // # Limits
 //

@@ -81,6 +81,7 @@ func TestLeasesAfterListsAnExtendedLeaseOnce(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, clock, c := claimedForAMinute(t)
+			mustList(t, c, "l")
 			clock.Advance(30 * time.Second)
 			if err := tt.extend(c); err != nil {
 				t.Fatal(err)
@@ -116,6 +117,7 @@ func TestLeasesAfterDropsAReleasedLease(t *testing.T) {
 	s := newStore(t)
 	c := s.client(t, "ns", newClock())
 	claimAll(t, c, time.Minute, "a", "b")
+	mustList(t, c, "a", "b")
 	if err := c.ReleaseLeaseContext(context.Background(), "a", "h"); err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +189,7 @@ func TestLeasesAfterFollowsAReload(t *testing.T) {
 				clock := newClock()
 				c := s.client(t, "ns", clock)
 				claimAll(t, c, time.Minute, "a", "b")
+				mustList(t, c, "a", "b")
 				tt.change(t, s, s.client(t, "ns", clock))
 				if err := load.load(c); (err != nil) != tt.unreadable {
 					t.Fatalf("reload: %v", err)
@@ -213,53 +216,68 @@ func bucketKV(t *testing.T, s *testStore) jetstream.KeyValue {
 func TestLeasesAfterFollowsALostRace(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		// race moves the store under a Client, which then writes, loses,
-		// and is returned with the write's error.
-		race func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error)
-		want []string
+		// race returns a Client with the lease as before says, and a
+		// write of that Client that loses once the store has moved.
+		race   func(t *testing.T, s *testStore) (loser *natskv.Client, lose func() error)
+		before []string
+		want   []string
 	}{
-		{"a claim finds the lease claimed", func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error) {
+		{"a claim finds the lease claimed", func(t *testing.T, s *testStore) (*natskv.Client, func() error) {
 			stale := s.client(t, "ns", newClock())
-			claimAll(t, writer, time.Minute, "l")
-			return stale, stale.ClaimLease("l", req("other", time.Minute))
-		}, []string{"l"}},
-		{"an extension finds the lease released", func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error) {
+			return stale, func() error {
+				claimAll(t, s.client(t, "ns", newClock()), time.Minute, "l")
+				return stale.ClaimLease("l", req("other", time.Minute))
+			}
+		}, nil, []string{"l"}},
+		{"an extension finds the lease released", func(t *testing.T, s *testStore) (*natskv.Client, func() error) {
+			writer := s.client(t, "ns", newClock())
 			claimAll(t, writer, time.Minute, "l")
 			stale := s.client(t, "ns", newClock())
-			if err := writer.ReleaseLeaseContext(context.Background(), "l", "h"); err != nil {
-				t.Fatal(err)
+			return stale, func() error {
+				if err := writer.ReleaseLeaseContext(context.Background(), "l", "h"); err != nil {
+					t.Fatal(err)
+				}
+				return stale.ExtendLease("l", req("h", 2*time.Minute))
 			}
-			return stale, stale.ExtendLease("l", req("h", 2*time.Minute))
-		}, nil},
-		{"an extension finds the record deleted by another writer", func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error) {
+		}, []string{"l"}, nil},
+		{"an extension finds the record deleted by another writer", func(t *testing.T, s *testStore) (*natskv.Client, func() error) {
+			writer := s.client(t, "ns", newClock())
 			claimAll(t, writer, time.Minute, "l")
-			if err := bucketKV(t, s).Delete(context.Background(), "ns.l"); err != nil {
-				t.Fatal(err)
+			return writer, func() error {
+				if err := bucketKV(t, s).Delete(context.Background(), "ns.l"); err != nil {
+					t.Fatal(err)
+				}
+				return writer.ExtendLease("l", req("h", 2*time.Minute))
 			}
-			return writer, writer.ExtendLease("l", req("h", 2*time.Minute))
-		}, nil},
-		{"an extension finds the record purged by another writer", func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error) {
+		}, []string{"l"}, nil},
+		{"an extension finds the record purged by another writer", func(t *testing.T, s *testStore) (*natskv.Client, func() error) {
+			writer := s.client(t, "ns", newClock())
 			claimAll(t, writer, time.Minute, "l")
-			if err := bucketKV(t, s).Purge(context.Background(), "ns.l"); err != nil {
-				t.Fatal(err)
+			return writer, func() error {
+				if err := bucketKV(t, s).Purge(context.Background(), "ns.l"); err != nil {
+					t.Fatal(err)
+				}
+				return writer.ExtendLease("l", req("h", 2*time.Minute))
 			}
-			return writer, writer.ExtendLease("l", req("h", 2*time.Minute))
-		}, nil},
-		{"an expiry finds the lease extended", func(t *testing.T, s *testStore, writer *natskv.Client) (*natskv.Client, error) {
+		}, []string{"l"}, nil},
+		{"an expiry finds the lease extended", func(t *testing.T, s *testStore) (*natskv.Client, func() error) {
+			writer := s.client(t, "ns", newClock())
 			claimAll(t, writer, time.Minute, "l")
 			clock := newClock()
 			stale := s.client(t, "ns", clock)
-			clock.Advance(2 * time.Minute)
-			if err := writer.ExtendLease("l", req("h", 2*time.Minute)); err != nil {
-				t.Fatal(err)
+			return stale, func() error {
+				clock.Advance(2 * time.Minute)
+				if err := writer.ExtendLease("l", req("h", 2*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				return stale.ExpireLease("l")
 			}
-			return stale, stale.ExpireLease("l")
-		}, []string{"l"}},
+		}, []string{"l"}, []string{"l"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			loser, err := tt.race(t, s, s.client(t, "ns", newClock()))
-			mustBeInvalid(t, err)
+			loser, lose := tt.race(t, newStore(t))
+			mustList(t, loser, tt.before...)
+			mustBeInvalid(t, lose())
 			mustList(t, loser, tt.want...)
 		})
 	}
