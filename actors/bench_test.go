@@ -358,3 +358,33 @@ func BenchmarkClaimAlone(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkListPage lists a namespace of 100k leases: a page of 100 from
+// a point spread over the namespace through the name index (LeasesPage),
+// against a copy of the whole namespace (Leases, what a list asked for
+// before pages). A page costs as much as the page, a copy as the
+// namespace.
+func BenchmarkListPage(b *testing.B) {
+	const size, page = 100000, 100
+	e := newBenchEnv(b)
+	n := e.m.Namespace("bench")
+	parallel(b, benchGoroutines, 0, size, func(_, i int) error { return n.Claim(fmt.Sprintf("l%06d", i), "h", time.Hour) })
+	ctx := context.Background()
+	b.Run("page", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			leases, _, err := n.LeasesPage(ctx, fmt.Sprintf("l%06d", i*7919%size), page)
+			if err != nil || len(leases) == 0 {
+				b.Fatalf("page of %d leases, err %v", len(leases), err)
+			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if leases, err := n.Leases(ctx); err != nil || len(leases) != size {
+				b.Fatalf("%d leases, err %v", len(leases), err)
+			}
+		}
+	})
+}
