@@ -17,6 +17,9 @@ func TestMaxListEntriesIsMoreThanFit(t *testing.T) {
 		{Lease: "\x01", Holder: "\x01", Revision: 1, ExpiresIn: durationpb.New(0)},
 		{Lease: "l", Holder: "h", Revision: 1, ExpiresIn: durationpb.New(1)},
 	}
+	if size := listEntrySize(smallest[0], false); size != minListEntrySize {
+		t.Errorf("the smallest lease adds %d bytes, minListEntrySize is %d", size, minListEntrySize)
+	}
 	for _, l := range smallest {
 		for _, json := range []bool{false, true} {
 			if size := listEntrySize(l, json); size < minListEntrySize {
