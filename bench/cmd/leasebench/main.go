@@ -23,6 +23,11 @@
 //   - steady: -steady-leases leases, every holder renewing at half the
 //     lease duration on a fixed schedule: the renewal rate kept up, its
 //     latency, and any lease lost.
+//   - flood: -flood-listers goroutines in another process list the
+//     namespace of -list-size leases flat out, through package client
+//     (which backs off when refused) and raw (sending again at once); one
+//     client's checks in another namespace are timed, before and during
+//     the flood.
 //
 // See docs/benchmarks.md, "The suite (issue 7)", for how to read it.
 package main
@@ -68,10 +73,11 @@ type options struct {
 	dir          string
 	parts        map[string]bool
 	cpuProfile   string
+	floodListers []int
 }
 
 // Parts of the suite that -parts can select.
-var allParts = []string{"core", "list", "expiry", "failover", "scale", "churn", "steady", "peers"}
+var allParts = []string{"core", "list", "expiry", "failover", "scale", "churn", "steady", "flood", "peers"}
 
 func main() {
 	if spec := os.Getenv(holderEnv); spec != "" {
@@ -79,6 +85,13 @@ func main() {
 		// on failure.
 		fmt.Fprintln(os.Stderr, "leasebench holder:", runHolder(spec))
 		os.Exit(1)
+	}
+	if spec := os.Getenv(flooderEnv); spec != "" {
+		if err := runFlooder(spec); err != nil {
+			fmt.Fprintln(os.Stderr, "leasebench flooder:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	o, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
@@ -120,15 +133,16 @@ func main() {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("leasebench", flag.ContinueOnError)
 	var o options
-	var clients, syncMode string
+	var clients, syncMode, floodListers string
 	fs.DurationVar(&o.duration, "duration", 3*time.Second, "how long each row runs")
 	fs.StringVar(&clients, "clients", "1,32", "comma-separated numbers of concurrent clients")
 	fs.StringVar(&syncMode, "sync", "both", "durability modes: on (fsync before ack, the default), off, or both")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON")
-	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), churn (leases named once, released: what their delete markers cost; -scale-leases of them), steady (every holder renewing at duration/2), peers (etcd and Redis, if installed)")
+	parts := fs.String("parts", strings.Join(allParts, ","), "comma-separated parts to run: core (limits, cycles, extends, checks), list, expiry, failover, scale (without fsync), churn (leases named once, released: what their delete markers cost; -scale-leases of them), steady (every holder renewing at duration/2), flood (lists flat out on one namespace, checks timed in another), peers (etcd and Redis, if installed)")
 	fs.IntVar(&o.expiryLeases, "expiry-leases", 10000, "leases in the expiry row, due within one second")
 	fs.DurationVar(&o.expiryLead, "expiry-lead", 0, "how far ahead the expiry row's leases are due (0: 5s without fsync, 15s with)")
 	fs.IntVar(&o.listSize, "list-size", 10000, "leases in the listed namespace")
+	fs.StringVar(&floodListers, "flood-listers", "64,512", "comma-separated numbers of goroutines listing flat out in the flood part")
 	fs.IntVar(&o.scaleLeases, "scale-leases", 100000, "leases in the scale part's namespace")
 	fs.IntVar(&o.steadyLeases, "steady-leases", 100000, "leases in the steady part's namespace, each renewed every -steady-duration/2")
 	fs.DurationVar(&o.steadyDur, "steady-duration", 90*time.Second, "lease duration in the steady part")
@@ -152,6 +166,13 @@ func parseFlags(args []string) (options, error) {
 			return o, fmt.Errorf("-clients: %q is not a positive number", s)
 		}
 		o.clients = append(o.clients, n)
+	}
+	for _, s := range strings.Split(floodListers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return o, fmt.Errorf("-flood-listers: %q is not a positive number", s)
+		}
+		o.floodListers = append(o.floodListers, n)
 	}
 	o.parts = map[string]bool{}
 	for _, p := range strings.Split(*parts, ",") {
@@ -234,6 +255,7 @@ type report struct {
 	Scale    *scaleResult              `json:"scale,omitempty"`
 	Churn    *churnResult              `json:"churn,omitempty"`
 	Steady   map[string]steadyResult   `json:"steady,omitempty"`
+	Flood    map[string][]floodResult  `json:"flood,omitempty"` // by mode
 	Notes    []string                  `json:"notes,omitempty"`
 }
 
@@ -297,6 +319,7 @@ func run(o options, log io.Writer) (*report, error) {
 		},
 		Expiry:   map[string]expiryResult{},
 		Failover: map[string]failoverResult{},
+		Flood:    map[string][]floodResult{},
 	}
 	fmt.Fprintf(log, "leasebench: %s; %s\n", rep.Machine, versionLine(rep.Versions))
 
@@ -385,18 +408,34 @@ func runMode(o options, rep *report, log io.Writer, sync bool) error {
 		res, err = e.checks(o.duration, n)
 		rep.add(log, "ours", mode, rowCheck, n, res, err)
 	}
-	if o.parts["list"] {
+	var size int // of a list reply
+	if o.parts["list"] || o.parts["flood"] {
 		fill := time.Now()
-		size, err := e.fillList(o.listSize)
-		if err != nil {
+		if size, err = e.fillList(o.listSize); err != nil {
 			return err
 		}
 		fmt.Fprintf(log, "  filled a namespace with %d leases in %v; a list reply is %d bytes\n", o.listSize, time.Since(fill).Round(time.Millisecond), size)
+	}
+	if o.parts["list"] {
 		for _, n := range o.clients {
 			res, err := e.echo(o.duration, n, 32, size)
 			rep.add(log, "limit", mode, rowEchoBig, n, res, err)
 			res, err = e.list(o.duration, n, o.listSize)
 			rep.add(log, "ours", mode, fmt.Sprintf("%s %d", rowList, o.listSize), n, res, err)
+		}
+	}
+	if o.parts["flood"] {
+		for _, n := range o.floodListers {
+			for _, raw := range []bool{false, true} {
+				x, err := e.flood(o.duration, n, o.listSize, raw)
+				if err != nil {
+					return fmt.Errorf("flood: %w", err)
+				}
+				rep.Flood[mode] = append(rep.Flood[mode], x)
+				fmt.Fprintf(log, "  flood: %d listers (raw %v): lists %d, refused %d, failed %d; checks p50 %s p99 %s, quiet p50 %s p99 %s\n",
+					n, raw, x.Lists, x.Refused, x.Failed, stats.FormatLatency(x.Flooded.P50), stats.FormatLatency(x.Flooded.P99),
+					stats.FormatLatency(x.Quiet.P50), stats.FormatLatency(x.Quiet.P99))
+			}
 		}
 	}
 	if o.expiry {
@@ -625,6 +664,31 @@ func (r *report) print(w io.Writer) {
 			}
 		}
 		_ = tw.Flush()
+	}
+	if len(r.Flood) > 0 {
+		fmt.Fprintln(w, "\nflood: listers list one namespace flat out; one client checks a lease in another")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "mode\tlisters\tre-send\tlists\trefused\tfailed\tquiet p50\tquiet p99\tflooded p50\tflooded p99\tflooded max\tchecks\t")
+		for _, mode := range []string{modeFsync, modeNoFsync} {
+			for _, x := range r.Flood[mode] {
+				resend := "backoff"
+				if x.Raw {
+					resend = "at once"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%d\t\n", mode, x.Listers, resend, x.Lists, x.Refused, x.Failed,
+					stats.FormatLatency(x.Quiet.P50), stats.FormatLatency(x.Quiet.P99),
+					stats.FormatLatency(x.Flooded.P50), stats.FormatLatency(x.Flooded.P99), stats.FormatLatency(x.Flooded.Max), x.Flooded.Ops)
+			}
+		}
+		_ = tw.Flush()
+		for _, mode := range []string{modeFsync, modeNoFsync} {
+			for _, x := range r.Flood[mode] {
+				if x.FirstError != "" || x.Flooded.FirstError != "" {
+					fmt.Fprintf(w, "(!) flood %s %d listers: %d lists failed, first: %s; %d checks failed, first: %s\n",
+						mode, x.Listers, x.Failed, x.FirstError, x.Flooded.Errors, x.Flooded.FirstError)
+				}
+			}
+		}
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, n)

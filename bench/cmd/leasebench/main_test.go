@@ -16,7 +16,7 @@ func TestParseFlags(t *testing.T) {
 	if len(o.clients) != 3 || o.clients[1] != 8 || len(o.modes) != 1 || o.modes[0] || !o.peers || o.expiry || o.parts["list"] {
 		t.Errorf("parsed %+v", o)
 	}
-	for _, bad := range [][]string{{"-clients", "0"}, {"-sync", "maybe"}, {"-parts", "core,nope"}, {"extra"}} {
+	for _, bad := range [][]string{{"-clients", "0"}, {"-sync", "maybe"}, {"-parts", "core,nope"}, {"-flood-listers", "0"}, {"extra"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
