@@ -24,12 +24,20 @@ const (
 	ClaimError    = "error"    // anything else
 )
 
+// Bounds a refused request was beyond, the values of the "reason" label
+// of leaseagent_requests_refused_total.
+const (
+	RefusedAgent     = "agent"     // the agent's requests in flight (agent.Config.MaxRequestsInflight)
+	RefusedNamespace = "namespace" // one namespace's (agent.Config.MaxNamespaceRequestsInflight)
+)
+
 // Metrics is the set of leaseagent's metrics.
 type Metrics struct {
 	registry *prometheus.Registry
 
 	claims          *prometheus.CounterVec
 	requestDuration *prometheus.HistogramVec
+	refused         *prometheus.CounterVec
 	leasesHeld      *prometheus.GaugeVec
 	expiries        *prometheus.CounterVec
 	releases        *prometheus.CounterVec
@@ -56,6 +64,10 @@ func New() *Metrics {
 			Help:    "Time from receiving a protocol request to sending its reply, by operation.",
 			Buckets: latency,
 		}, []string{"operation"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "leaseagent_requests_refused_total",
+			Help: "Requests refused at once with CODE_UNAVAILABLE because too many were in flight, by reason (agent, namespace) and, for namespace, the namespace.",
+		}, []string{"reason", "namespace"}),
 		leasesHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "leaseagent_leases_held",
 			Help: "Leases held, by namespace, as this agent knows them.",
@@ -95,7 +107,7 @@ func New() *Metrics {
 		}, []string{"namespace"}),
 	}
 	m.registry.MustRegister(
-		m.claims, m.requestDuration, m.leasesHeld, m.expiries, m.releases, m.events, m.eventErrors,
+		m.claims, m.requestDuration, m.refused, m.leasesHeld, m.expiries, m.releases, m.events, m.eventErrors,
 		m.writeDuration, m.conflicts, m.ownerChanges, m.actorRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -117,6 +129,20 @@ func (m *Metrics) Request(operation string, d time.Duration) {
 	if m != nil {
 		m.requestDuration.WithLabelValues(operation).Observe(d.Seconds())
 	}
+}
+
+// Refused counts a request refused because too many were in flight:
+// beyond the agent's bound (RefusedAgent; namespace is not recorded, so
+// that requests naming ever new namespaces add no series) or its
+// namespace's (RefusedNamespace).
+func (m *Metrics) Refused(reason, namespace string) {
+	if m == nil {
+		return
+	}
+	if reason != RefusedNamespace {
+		namespace = ""
+	}
+	m.refused.WithLabelValues(reason, namespace).Inc()
 }
 
 // LeasesHeld sets the number of leases held in a namespace.

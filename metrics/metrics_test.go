@@ -17,6 +17,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	var m *metrics.Metrics
 	m.Claim("ns", metrics.ClaimGranted)
 	m.Request("claim", time.Millisecond)
+	m.Refused(metrics.RefusedNamespace, "ns")
 	m.LeasesHeld("ns", 3)
 	m.Expired("ns")
 	m.Released("ns")
@@ -45,6 +46,8 @@ func TestEndpoints(t *testing.T) {
 	m := metrics.New()
 	m.Claim("ns", metrics.ClaimDenied)
 	m.Request("claim", 3*time.Millisecond)
+	m.Refused(metrics.RefusedNamespace, "ns")
+	m.Refused(metrics.RefusedAgent, "any")
 	var notReady error = errors.New("not connected to NATS")
 	srv, err := metrics.Serve("127.0.0.1:0", m, func() error { return notReady }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -63,6 +66,8 @@ func TestEndpoints(t *testing.T) {
 		{"/metrics", 200, []string{
 			`leaseagent_claims_total{namespace="ns",result="denied"} 1`,
 			`leaseagent_request_duration_seconds_count{operation="claim"} 1`,
+			`leaseagent_requests_refused_total{namespace="ns",reason="namespace"} 1`,
+			`leaseagent_requests_refused_total{namespace="",reason="agent"} 1`,
 			"go_goroutines", "process_resident_memory_bytes",
 		}},
 	}
