@@ -18,6 +18,21 @@
 // outcomes. A request not answered within Config.RequestTimeout gets
 // CODE_UNAVAILABLE; it may still take effect.
 //
+// # Backpressure
+//
+// Requests are not queued without bound. At most
+// Config.MaxRequestsInflight requests are in flight at once (received and
+// not yet answered), and at most Config.MaxNamespaceRequestsInflight of
+// one namespace, so that one namespace cannot take the agent from the
+// others. A list counts as an eighth of the namespace's bound: its work
+// (the whole namespace read, sorted and encoded) runs outside the
+// namespace's actor and in parallel with the other lists, so a few at
+// once keep the CPU as busy as many, and more only slow every other
+// namespace. A request beyond a bound is answered at once with
+// CODE_UNAVAILABLE naming it, and nothing is done: the caller may retry,
+// with backoff. Refusals count in metrics (Metrics.Refused) and are
+// logged at most every 10 s, not each.
+//
 // # Several agents on one bucket
 //
 // With Config.Ownership set, agents that share a bucket share its
@@ -64,6 +79,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -118,6 +134,18 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics records request latencies; nil records nothing.
 	Metrics *metrics.Metrics
+	// MaxRequestsInflight bounds the requests in flight (received and
+	// not yet answered) at once, all namespaces together, so that clients
+	// sending faster than the agent answers cannot exhaust its memory: a
+	// request beyond it is refused at once with CODE_UNAVAILABLE, and
+	// nothing is done. DefaultMaxRequestsInflight if zero.
+	MaxRequestsInflight int
+	// MaxNamespaceRequestsInflight bounds the requests of one namespace
+	// in flight at once in the same way, so that one namespace cannot
+	// take the whole of MaxRequestsInflight from the others. Zero means
+	// DefaultMaxNamespaceRequestsInflight, or MaxRequestsInflight if that
+	// is smaller; it may not exceed MaxRequestsInflight.
+	MaxNamespaceRequestsInflight int
 	// Ownership, if set, shares the namespaces with the other agents on
 	// the bucket: this agent answers only for the namespaces it owns and
 	// forwards other requests to their owners. If nil, this agent answers
@@ -128,6 +156,7 @@ type Config struct {
 
 // Validate returns an error naming the first field that is not valid.
 func (c Config) Validate() error {
+	maxRequests := cmp.Or(c.MaxRequestsInflight, DefaultMaxRequestsInflight)
 	switch {
 	case c.Conn == nil:
 		return errors.New("agent: Config.Conn: must not be nil")
@@ -135,6 +164,13 @@ func (c Config) Validate() error {
 		return errors.New("agent: Config.Manager: must not be nil")
 	case c.RequestTimeout < 0:
 		return fmt.Errorf("agent: Config.RequestTimeout: %v is negative", c.RequestTimeout)
+	case c.MaxRequestsInflight < 0:
+		return fmt.Errorf("agent: Config.MaxRequestsInflight: %d is negative", c.MaxRequestsInflight)
+	case c.MaxNamespaceRequestsInflight < 0:
+		return fmt.Errorf("agent: Config.MaxNamespaceRequestsInflight: %d is negative", c.MaxNamespaceRequestsInflight)
+	case c.MaxNamespaceRequestsInflight > maxRequests:
+		return fmt.Errorf("agent: Config.MaxNamespaceRequestsInflight: %d exceeds MaxRequestsInflight (%d)",
+			c.MaxNamespaceRequestsInflight, maxRequests)
 	case c.Prefix != "" && !protocol.ValidPrefix(c.Prefix):
 		return fmt.Errorf("agent: Config.Prefix: %q is not a valid subject prefix", c.Prefix)
 	}
@@ -161,7 +197,8 @@ type Service struct {
 	stopOwn   context.CancelFunc
 	ctx       context.Context
 	cancel    context.CancelFunc
-	inflight  sync.WaitGroup
+	inflight  sync.WaitGroup // of the requests in flight, for Stop
+	limits    *inflight      // counts them, and refuses those beyond the bounds
 	stopOnce  sync.Once
 	stopErr   error
 }
@@ -183,8 +220,12 @@ func Start(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.MaxRequestsInflight = cmp.Or(cfg.MaxRequestsInflight, DefaultMaxRequestsInflight)
+	cfg.MaxNamespaceRequestsInflight = cmp.Or(cfg.MaxNamespaceRequestsInflight,
+		min(DefaultMaxNamespaceRequestsInflight, cfg.MaxRequestsInflight))
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel}
+	s := &Service{cfg: cfg, ctx: ctx, cancel: cancel,
+		limits: newInflight(cfg.MaxRequestsInflight, cfg.MaxNamespaceRequestsInflight)}
 	s.handlers = map[string]handler{
 		protocol.OpList:  s.list,
 		protocol.OpState: s.state,
@@ -482,6 +523,7 @@ type request struct {
 	json      bool
 	data      []byte
 	namespace string
+	weight    int // how many it counts as in flight; 0 until admitted (Service.admit)
 }
 
 // serve hands a request on and returns at once.
@@ -551,6 +593,10 @@ func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 		s.reply(op, m.Reply, req, 0, failure(op, err), start)
 		return
 	}
+	if err := s.admit(op, req); err != nil {
+		s.reply(op, m.Reply, req, 0, failure(op, err), start)
+		return
+	}
 	answer := s.answerers[op]
 	if answer != nil {
 		if tenure, ok := s.ownedNow(ns); ok {
@@ -578,9 +624,8 @@ func (s *Service) dispatch(op string, m *nats.Msg, wasForwarded bool) {
 				return
 			}
 			if !rt.local {
-				s.forward(ctx, op, m, ns, rt.owner, wasForwarded)
-				s.cfg.Metrics.Request(op, time.Since(start))
-				s.inflight.Done()
+				s.forward(ctx, op, m, req, rt.owner, wasForwarded)
+				s.done(op, req, start)
 				return
 			}
 		}
@@ -620,9 +665,24 @@ func (s *Service) reply(op, to string, req *request, tenure uint64, out proto.Me
 		// The answer may come from state another owner has changed.
 		out = failure(op, fmt.Errorf("%w: this agent stopped owning namespace %q while answering; retry", protocol.ErrUnavailable, req.namespace))
 	}
+	s.free(req)
 	s.respond(to, req.json, out)
+	s.done(op, req, start)
+}
+
+// done counts a request answered.
+func (s *Service) done(op string, req *request, start time.Time) {
 	s.cfg.Metrics.Request(op, time.Since(start))
 	s.inflight.Done()
+}
+
+// free frees the place req took among the requests in flight, if it has
+// one. reply and forward free it just before the caller has its answer:
+// a caller that sends again at once finds the place free.
+func (s *Service) free(req *request) {
+	if req.weight > 0 {
+		s.limits.done(req.namespace, req.weight)
+	}
 }
 
 // forward hands a request to the agent that owns its namespace and relays
@@ -630,25 +690,31 @@ func (s *Service) reply(op, to string, req *request, tenure uint64, out proto.Me
 // responders, as if it had asked the owner itself, and retries. A request
 // that was forwarded already is not forwarded again: ownership moved while
 // it travelled, and the caller is told to retry.
-func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, ns, owner string, wasForwarded bool) {
-	json := protocol.IsJSON(m.Header)
-	if wasForwarded {
-		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner)))
-		return
+func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, req *request, owner string, wasForwarded bool) {
+	ns := req.namespace
+	var (
+		answer *nats.Msg
+		err    error
+	)
+	if !wasForwarded {
+		answer, err = s.cfg.Conn.RequestMsgWithContext(ctx, &nats.Msg{
+			Subject: forwardSubject(s.cfg.Prefix, owner, op, natskv.EscapeName(ns)),
+			Header:  m.Header,
+			Data:    m.Data,
+		})
 	}
-	answer, err := s.cfg.Conn.RequestMsgWithContext(ctx, &nats.Msg{
-		Subject: forwardSubject(s.cfg.Prefix, owner, op, natskv.EscapeName(ns)),
-		Header:  m.Header,
-		Data:    m.Data,
-	})
+	s.free(req)
 	switch {
+	case wasForwarded:
+		s.respond(m.Reply, req.json, failure(op, fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner)))
+		return
 	case errors.Is(err, nats.ErrNoResponders):
 		// The owner has gone: it received nothing, so any call may retry,
 		// and the retry may find the namespace released.
 		s.owners.refreshSoon(ctx)
 		answer = &nats.Msg{Header: nats.Header{"Status": []string{"503"}}}
 	case err != nil:
-		s.respond(m.Reply, json, failure(op, fmt.Errorf("%w: forward to agent %q, which owns namespace %q: %w", protocol.ErrUnavailable, owner, ns, err)))
+		s.respond(m.Reply, req.json, failure(op, fmt.Errorf("%w: forward to agent %q, which owns namespace %q: %w", protocol.ErrUnavailable, owner, ns, err)))
 		return
 	}
 	if err := s.cfg.Conn.PublishMsg(&nats.Msg{Subject: m.Reply, Header: answer.Header, Data: answer.Data}); err != nil {

@@ -365,6 +365,10 @@ func TestConfigValidate(t *testing.T) {
 		{"no conn", agent.Config{Manager: e.Manager}, "Config.Conn"},
 		{"no manager", agent.Config{Conn: e.Conn}, "Config.Manager"},
 		{"negative timeout", agent.Config{Conn: e.Conn, Manager: e.Manager, RequestTimeout: -1}, "Config.RequestTimeout"},
+		{"negative bound", agent.Config{Conn: e.Conn, Manager: e.Manager, MaxRequestsInflight: -1}, "Config.MaxRequestsInflight"},
+		{"negative namespace bound", agent.Config{Conn: e.Conn, Manager: e.Manager, MaxNamespaceRequestsInflight: -1}, "Config.MaxNamespaceRequestsInflight"},
+		{"namespace bound above the agent's", agent.Config{Conn: e.Conn, Manager: e.Manager, MaxRequestsInflight: 10, MaxNamespaceRequestsInflight: 11}, "Config.MaxNamespaceRequestsInflight"},
+		{"namespace bound above the default", agent.Config{Conn: e.Conn, Manager: e.Manager, MaxNamespaceRequestsInflight: agent.DefaultMaxRequestsInflight + 1}, "Config.MaxNamespaceRequestsInflight"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
