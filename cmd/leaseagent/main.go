@@ -71,6 +71,13 @@
 //	--max-duration DURATION longest lease a claim may ask for (default 1h)
 //	--max-namespaces N      most namespaces served at once (default 10000)
 //	--idle-timeout DURATION how long an idle namespace keeps its memory (default 10m)
+//	--max-requests-inflight N
+//	                        most requests in flight at once; more are refused at
+//	                        once, "unavailable", retryable (default 1024)
+//	--max-namespace-requests-inflight N
+//	                        most requests of one namespace in flight at once, a
+//	                        list counting as an eighth of it (default 128; at most
+//	                        --max-requests-inflight)
 //	--metrics-listen HOST:PORT
 //	                        serve Prometheus /metrics, /healthz and /readyz there
 //	                        (off by default; 127.0.0.1:9464 is usual)
@@ -553,6 +560,8 @@ type app struct {
 	maxNamespaces int
 	idleTimeout   time.Duration
 	markerTTL     time.Duration
+	maxInflight   int // --max-requests-inflight
+	maxNSInflight int // --max-namespace-requests-inflight
 
 	// The config file (config.go), the authentication and TLS flags
 	// not above (security.go) and the cluster flags (cluster.go).

@@ -96,6 +96,8 @@ func TestServeLimitFlagsAreChecked(t *testing.T) {
 		{"--max-namespaces", "0"},
 		{"--idle-timeout", "0s"},
 		{"--delete-marker-ttl", "500ms"},
+		{"--max-requests-inflight", "0"},
+		{"--max-namespace-requests-inflight", "-1"},
 	} {
 		if _, stderr, code := cli(t, "", append([]string{"serve", "--data-dir", t.TempDir()}, args...)...); code != exitUsage || !strings.Contains(stderr, args[0]) {
 			t.Errorf("serve %v: exit %d, stderr %q; want %d naming the flag", args, code, stderr, exitUsage)

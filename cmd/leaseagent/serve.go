@@ -55,12 +55,20 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
 	fs.IntVar(&a.maxNamespaces, "max-namespaces", actors.DefaultMaxNamespace, "most namespaces served at once; requests for more are refused until some are idle")
 	fs.DurationVar(&a.idleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "how long a namespace with no leases and no waiters keeps its memory")
+	fs.IntVar(&a.maxInflight, flagMaxInflight, agent.DefaultMaxRequestsInflight, "most requests in flight (received, not yet answered) at once; more are refused at once with \"unavailable\", which clients retry")
+	fs.IntVar(&a.maxNSInflight, flagMaxNSInflight, agent.DefaultMaxNamespaceRequestsInflight, "most requests of one namespace in flight at once, a list counting as an eighth of it; at most --"+flagMaxInflight)
 	fs.DurationVar(&a.markerTTL, "delete-marker-ttl", natskv.DefaultDeleteMarkerTTL, "how long a released or expired lease leaves its delete marker in the bucket (at least 1s; negative: for ever)")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "`host:port` to serve /metrics, /healthz and /readyz on (off if empty; 127.0.0.1:9464 is usual)")
 	a.addServeSecurityFlags(fs)
 	a.addClusterFlags(fs)
 	a.addOwnershipFlags(fs)
 }
+
+// Names of the flags that bound the requests in flight.
+const (
+	flagMaxInflight   = "max-requests-inflight"
+	flagMaxNSInflight = "max-namespace-requests-inflight"
+)
 
 // serveConfig is what serve runs, read from the flags.
 type serveConfig struct {
@@ -89,6 +97,10 @@ type serveConfig struct {
 	MaxNamespaces int
 	IdleTimeout   time.Duration
 	MarkerTTL     time.Duration // actors.Config.DeleteMarkerTTL
+	// The bounds on requests in flight: agent.Config.MaxRequestsInflight
+	// and MaxNamespaceRequestsInflight.
+	MaxInflight   int
+	MaxNSInflight int
 	StartTimeout  time.Duration // bounds the lease manager's start (in a cluster, the wait for it to form)
 
 	// MetricsListen is where /metrics, /healthz and /readyz are served;
@@ -126,6 +138,8 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		MaxNamespaces: a.maxNamespaces,
 		IdleTimeout:   a.idleTimeout,
 		MarkerTTL:     a.markerTTL,
+		MaxInflight:   a.maxInflight,
+		MaxNSInflight: a.maxNSInflight,
 		MetricsListen: a.metricsListen,
 	}
 	if err := checkBucket(cmd, a.bucket); err != nil {
@@ -149,6 +163,15 @@ func (a *app) serveConfig(cmd *cobra.Command) (serveConfig, error) {
 		return cfg, usagef(cmd, "--timeout must be positive, not %v", a.timeout)
 	case a.markerTTL >= 0 && a.markerTTL < time.Second:
 		return cfg, usagef(cmd, "--delete-marker-ttl must be at least 1s (or negative, to keep markers for ever), not %v", a.markerTTL)
+	case a.maxInflight < 1:
+		return cfg, usagef(cmd, "--%s must be at least 1, not %d", flagMaxInflight, a.maxInflight)
+	case a.maxNSInflight < 1:
+		return cfg, usagef(cmd, "--%s must be at least 1, not %d", flagMaxNSInflight, a.maxNSInflight)
+	case a.maxNSInflight > a.maxInflight:
+		if fs.Changed(flagMaxNSInflight) {
+			return cfg, usagef(cmd, "--%s (%d) must not exceed --%s (%d)", flagMaxNSInflight, a.maxNSInflight, flagMaxInflight, a.maxInflight)
+		}
+		cfg.MaxNSInflight = a.maxInflight // its default, capped
 	}
 	if err := a.securityConfig(cmd, &cfg); err != nil {
 		return cfg, err
@@ -312,6 +335,9 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		Logger:    logger.With("component", "agent"),
 		Metrics:   m,
 		Ownership: &cfg.Ownership,
+
+		MaxRequestsInflight:          cfg.MaxInflight,
+		MaxNamespaceRequestsInflight: cfg.MaxNSInflight,
 	})
 	if err != nil {
 		return errors.Join(fmt.Errorf("start the agent service: %w", err), r.stop(logger))
