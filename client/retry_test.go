@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/client"
@@ -149,4 +151,111 @@ func TestReleaseIsRetriedWhileNoAgentAnswers(t *testing.T) {
 	if st, err := n.Lease(ctx, "l"); err != nil || st.Held {
 		t.Fatalf("after the release: %+v, %v", st, err)
 	}
+}
+
+// A request the agent refuses because too many are in flight is an
+// "unavailable" reply like any other: retried, with backoff, for the
+// operations safe to repeat, until the agent takes it.
+func TestRequestsRefusedForLoadAreRetried(t *testing.T) {
+	leases := func(ctx context.Context, n *client.Namespace) error { _, err := n.Leases(ctx); return err }
+	for name, tc := range map[string]struct {
+		op   string
+		call func(context.Context, *client.Namespace) error
+	}{
+		"claim": {protocol.OpClaim, claimL},
+		"check": {protocol.OpCheck, checkL},
+		"state": {protocol.OpState, stateL},
+		"list":  {protocol.OpList, leases},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e, held := fullAgent(t)
+			n := newClient(t, e, client.WithRetry(time.Millisecond, 10*time.Millisecond)).Namespace("ns")
+			seen := spy(t, e, protocol.RequestSubject(protocol.DefaultPrefix, tc.op, "ns"))
+			done := make(chan error, 1)
+			go func() { done <- tc.call(ctxT(t), n) }()
+			// Refused, and sent again: the call goes on.
+			for range 2 {
+				select {
+				case <-seen:
+				case err := <-done:
+					t.Fatalf("%s with the agent full = %v, before it was retried", name, err)
+				}
+			}
+			held.Answer(t) // the agent has room again
+			if err := <-done; err != nil {
+				t.Fatalf("%s once the agent had room = %v", name, err)
+			}
+		})
+	}
+}
+
+// A release refused for load is surfaced, as an error wrapping
+// protocol.ErrUnavailable, and not sent again: the client cannot tell the
+// refusal from an "unavailable" after which the release took effect.
+func TestAReleaseRefusedForLoadIsNotRetried(t *testing.T) {
+	e, held := fullAgent(t)
+	nc := e.Connect(t)
+	c, err := client.New(nc, client.WithRetry(time.Millisecond, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := protocol.RequestSubject(protocol.DefaultPrefix, protocol.OpRelease, "ns")
+	snc := e.Connect(t)
+	seen, err := snc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	err = releaseL(ctxT(t), c.Namespace("ns"))
+	if !errors.Is(err, protocol.ErrUnavailable) || !strings.Contains(err.Error(), "MaxRequestsInflight") {
+		t.Fatalf("release with the agent full = %v, want ErrUnavailable naming MaxRequestsInflight", err)
+	}
+	held.Answer(t)
+	// A publish after the call, on its connection, reaches the spy
+	// after every request the call sent (the agent ignores it: it
+	// wants no reply).
+	if err := nc.Publish(subject, []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	for {
+		m, err := seen.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Data) == "marker" {
+			break
+		}
+		sent++
+	}
+	if sent != 1 {
+		t.Fatalf("release sent %d times, want once", sent)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fullAgent starts an agent that takes one request in flight, has holder
+// h claim lease l of namespace ns through it, then fills it with a request
+// the ghost holds.
+func fullAgent(t *testing.T) (*testenv.Env, *testenv.Held) {
+	t.Helper()
+	e := testenv.StartWith(t, testenv.Options{
+		Ghosted: []string{"g"},
+		Agent:   func(c *agent.Config) { c.MaxRequestsInflight = 1 },
+	})
+	if err := claimL(ctxT(t), newClient(t, e).Namespace("ns")); err != nil {
+		t.Fatal(err)
+	}
+	claim, err := proto.Marshal(&messages.ClaimRequest{Lease: "l", Holder: "h", Duration: durationpb.New(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, e.Hold(t, e.Connect(t), 1, "lease.claim.g", claim)
 }
