@@ -37,6 +37,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -79,7 +80,9 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.re
 func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callTimeout = d } }
 
 // WithRetry sets the backoff between attempts: it starts at min and doubles
-// up to max (defaults 20ms and 1s).
+// up to max (defaults 20ms and 1s). Each wait is drawn at random between
+// half the backoff and all of it, so that clients refused together (an
+// agent at its bound on requests in flight) do not all come back together.
 func WithRetry(min, max time.Duration) Option {
 	return func(o *options) { o.minBackoff, o.maxBackoff = min, max }
 }
@@ -184,7 +187,7 @@ func (c *Client) call(ctx context.Context, op, namespace string, in, out proto.M
 		if !retry {
 			return fmt.Errorf("%w: %s %s: %w", protocol.ErrUnavailable, op, namespace, err)
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -193,6 +196,11 @@ func (c *Client) call(ctx context.Context, op, namespace string, in, out proto.M
 		}
 		backoff = min(2*backoff, c.opts.maxBackoff)
 	}
+}
+
+// jitter returns a wait drawn at random in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
 }
 
 // statusOf returns the error of a reply's status.
