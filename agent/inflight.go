@@ -11,15 +11,18 @@ import (
 
 // Defaults of the bounds on requests in flight (Config).
 const (
-	DefaultMaxRequestsInflight          = 1024
-	DefaultMaxNamespaceRequestsInflight = 128
+	DefaultMaxRequestsInflight = 4096
+	// DefaultMaxNamespaceRequestsInflight is natskv.MaxBatch: with group
+	// commit, a namespace's writes decided at once may fill an atomic
+	// batch.
+	DefaultMaxNamespaceRequestsInflight = 1024
 )
 
 // listsPerNamespace is how many lists of one namespace may be in flight at
 // once when nothing else of it is: a list counts as this fraction of
-// MaxNamespaceRequestsInflight (inflight.weight). A list's work (reading the
-// whole namespace, sorting it, encoding a reply of up to the max payload)
-// runs outside the namespace's actor, on the CPU, in parallel with the
+// MaxNamespaceRequestsInflight (inflight.weight). A list's work (encoding
+// and sending a reply of up to the max payload) runs outside the
+// namespace's actor, on the CPU, in parallel with the
 // others: measured, 512 clients listing a 10k-lease namespace flat out
 // served as many lists with 8 in flight as with 512, and with 128 in
 // flight another namespace's checks still took up to a second.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -19,7 +20,7 @@ func TestInflightBoundsAreRead(t *testing.T) {
 		agent, perName int
 	}{
 		{"defaults", nil, nil, agent.DefaultMaxRequestsInflight, agent.DefaultMaxNamespaceRequestsInflight},
-		{"flags", nil, []string{"--max-requests-inflight", "2000", "--max-namespace-requests-inflight", "500"}, 2000, 500},
+		{"flags", nil, []string{"--max-requests-inflight", "9000", "--max-namespace-requests-inflight", "500"}, 9000, 500},
 		{"agent's below the namespace's default", nil, []string{"--max-requests-inflight", "64"}, 64, 64},
 		{"environment", map[string]string{"LEASEAGENT_MAX_REQUESTS_INFLIGHT": "100", "LEASEAGENT_MAX_NAMESPACE_REQUESTS_INFLIGHT": "10"}, nil, 100, 10},
 		{"config file", nil, []string{"--config", file}, 300, 30},
@@ -39,7 +40,7 @@ func TestInflightBoundsAreRead(t *testing.T) {
 // A bound that is not a positive number, or a namespace's bound above
 // the agent's, is a usage error naming the flag, from wherever it came.
 func TestBadInflightBoundsAreUsageErrors(t *testing.T) {
-	file := writeFile(t, "bounds.toml", "max_namespace_requests_inflight = 2000\n")
+	file := writeFile(t, "bounds.toml", fmt.Sprintf("max_namespace_requests_inflight = %d\n", agent.DefaultMaxRequestsInflight+1))
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
@@ -54,7 +55,7 @@ func TestBadInflightBoundsAreUsageErrors(t *testing.T) {
 		{"environment, not a number", map[string]string{"LEASEAGENT_MAX_NAMESPACE_REQUESTS_INFLIGHT": "x"}, nil,
 			[]string{"LEASEAGENT_MAX_NAMESPACE_REQUESTS_INFLIGHT"}},
 		{"config file, above the agent's default", nil, []string{"--config", file},
-			[]string{"--max-namespace-requests-inflight (2000)", "--max-requests-inflight (1024)"}},
+			[]string{fmt.Sprintf("--max-namespace-requests-inflight (%d)", agent.DefaultMaxRequestsInflight+1), fmt.Sprintf("--max-requests-inflight (%d)", agent.DefaultMaxRequestsInflight)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseServe(t, tc.env, tc.args...)
