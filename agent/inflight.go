@@ -12,9 +12,9 @@ import (
 // Defaults of the bounds on requests in flight (Config).
 const (
 	DefaultMaxRequestsInflight = 4096
-	// DefaultMaxNamespaceRequestsInflight is natskv.MaxBatch: with group
-	// commit, a namespace's writes decided at once may fill an atomic
-	// batch.
+	// DefaultMaxNamespaceRequestsInflight is above natskv.MaxBatch: with
+	// group commit, a namespace's writes decided at once may fill an
+	// atomic batch.
 	DefaultMaxNamespaceRequestsInflight = 1024
 )
 
