@@ -572,10 +572,12 @@ func (r *report) ratios(o options) {
 // least what two request-replies over TCP and two KV writes do, and their
 // CPU costs add up: a cycle costs at least 2e + 2w of CPU, where e is
 // echo's CPU per op and w a pipelined write's, and its baseline, pipelined
-// writes / 2, costs 2w. On a machine kept busy by either, the ratio is at
-// most 2w / (2e + 2w) = w / (e + w), whatever the agent does, and however
-// loaded the machine was (it compares CPU costs, not rates). Generous on
-// purpose: it counts nothing for the agent's own work. Nil with fsync (the
+// writes / 2, costs 2w. When both rows keep the same cores busy (the
+// cores column: on a quiet machine, all of them), the ratio is at most
+// 2w / (2e + 2w) = w / (e + w), whatever the agent does; if other work
+// left the baseline fewer cores than the cycle, the bound grows by the
+// cycle's cores over the baseline's. Generous on purpose: it counts
+// nothing for the agent's own work. Nil with fsync (the
 // disk, not the CPU, bounds the baseline) or when a baseline's CPU was not
 // measured.
 func (r *report) cycleCeiling(x *row) *float64 {
