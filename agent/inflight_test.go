@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,7 +23,7 @@ import (
 // in flight until the test answers them (testenv.Options.Ghosted).
 type bounded struct {
 	*testenv.Env
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	metric *metrics.Metrics
 }
 
@@ -32,7 +31,7 @@ type bounded struct {
 // metrics, beside a ghost owning ghostly.
 func startBounded(t *testing.T, edit func(*agent.Config), ghostly ...string) *bounded {
 	t.Helper()
-	b := &bounded{logs: &syncBuffer{}, metric: metrics.New()}
+	b := &bounded{logs: &testenv.SyncBuffer{}, metric: metrics.New()}
 	b.Env = testenv.StartWith(t, testenv.Options{
 		Ghosted: ghostly,
 		Agent: func(c *agent.Config) {
@@ -248,22 +247,4 @@ func counter(t *testing.T, m *metrics.Metrics, labels map[string]string) float64
 		}
 	}
 	return 0
-}
-
-// syncBuffer is a bytes.Buffer that goroutines may write at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
