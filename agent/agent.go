@@ -25,7 +25,7 @@
 // not yet answered), and at most Config.MaxNamespaceRequestsInflight of
 // one namespace, so that one namespace cannot take the agent from the
 // others. A list counts as an eighth of the namespace's bound: its work
-// (the whole namespace read, sorted and encoded) runs outside the
+// (a page of up to the max payload encoded and sent) runs outside the
 // namespace's actor and in parallel with the other lists, so a few at
 // once keep the CPU as busy as many, and more only slow every other
 // namespace. A request beyond a bound is answered at once with
