@@ -147,7 +147,13 @@ type Status struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Code  Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=leaseagent.v1.Code" json:"code,omitempty"`
 	// Names the problem when code is not CODE_OK.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// With CODE_UNAVAILABLE: the agent refused the request before acting on
+	// it (too many requests in flight, its namespace changing owners), so
+	// nothing was done and the request may be sent again, whatever its
+	// operation (a release too). Without it, an unavailable request may have
+	// taken effect.
+	Refused       bool `protobuf:"varint,3,opt,name=refused,proto3" json:"refused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,6 +200,13 @@ func (x *Status) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Status) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
 }
 
 // ClaimRequest claims a lease, or extends it if holder already holds it.
@@ -841,10 +854,11 @@ const file_protocol_proto_rawDesc = "" +
 	"\x0eprotocol.proto\x12\rleaseagent.v1\x1a\x1egoogle/protobuf/duration.proto\";\n" +
 	"\n" +
 	"ErrorReply\x12-\n" +
-	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\"K\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\"e\n" +
 	"\x06Status\x12'\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x13.leaseagent.v1.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"s\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x18\n" +
+	"\arefused\x18\x03 \x01(\bR\arefused\"s\n" +
 	"\fClaimRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x125\n" +

@@ -145,10 +145,30 @@ var (
 	// ErrInternal means the agent failed in a way that is not the caller's
 	// fault.
 	ErrInternal = errors.New("lease service internal error")
+
+	// ErrRefused means the agent refused the request before acting on it
+	// (too many requests in flight, its namespace changing owners): nothing
+	// was done, so the request may be sent again whatever its operation, a
+	// release too. An error that wraps it wraps ErrUnavailable as well;
+	// see Refused.
+	ErrRefused = errors.New("request refused before it was acted on")
 )
 
+// Refused returns err, which must wrap ErrUnavailable, marked as a refusal
+// before anything was done: it wraps ErrRefused too, and reads as err.
+// Status reports it as CODE_UNAVAILABLE with refused set.
+func Refused(err error) error {
+	return &refusedError{err: err}
+}
+
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string   { return e.err.Error() }
+func (e *refusedError) Unwrap() []error { return []error{e.err, ErrRefused} }
+
 // Err returns the error a status stands for, nil for CODE_OK. The error
-// wraps the sentinel of its code and carries the status's message.
+// wraps the sentinel of its code (and ErrRefused for a refused
+// CODE_UNAVAILABLE) and carries the status's message.
 func Err(s *messages.Status) error {
 	var sentinel error
 	switch s.GetCode() {
@@ -165,10 +185,14 @@ func Err(s *messages.Status) error {
 	default:
 		sentinel = ErrInternal
 	}
-	if s.GetMessage() == "" {
-		return sentinel
+	var err error = sentinel
+	if s.GetMessage() != "" {
+		err = &statusError{sentinel: sentinel, msg: s.GetMessage()}
 	}
-	return &statusError{sentinel: sentinel, msg: s.GetMessage()}
+	if s.GetRefused() && sentinel == ErrUnavailable {
+		return Refused(err)
+	}
+	return err
 }
 
 // Status returns the status that reports err (nil: CODE_OK). Errors that
@@ -190,7 +214,11 @@ func Status(err error) *messages.Status {
 	case errors.Is(err, ErrUnavailable):
 		code = messages.Code_CODE_UNAVAILABLE
 	}
-	return &messages.Status{Code: code, Message: strings.ToValidUTF8(err.Error(), "\uFFFD")}
+	return &messages.Status{
+		Code:    code,
+		Message: strings.ToValidUTF8(err.Error(), "\uFFFD"),
+		Refused: code == messages.Code_CODE_UNAVAILABLE && errors.Is(err, ErrRefused),
+	}
 }
 
 // statusError is an error received from the agent: its text is the

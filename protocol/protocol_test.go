@@ -34,6 +34,40 @@ func TestStatusRoundTrip(t *testing.T) {
 	}
 }
 
+// A refusal before anything was done crosses the wire as
+// CODE_UNAVAILABLE with refused set, and comes back matching both
+// ErrUnavailable and ErrRefused, with its text; an unavailable error that
+// is not a refusal does not match ErrRefused.
+func TestRefusedRoundTrip(t *testing.T) {
+	tests := []struct {
+		name        string
+		sent        error
+		wantRefused bool
+	}{
+		{"refused", protocol.Refused(fmt.Errorf("%w: too many requests in flight", protocol.ErrUnavailable)), true},
+		{"unavailable", fmt.Errorf("%w: the store timed out", protocol.ErrUnavailable), false},
+		{"refused mark on another code", protocol.Refused(fmt.Errorf("%w: bad", protocol.ErrInvalidArgument)), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := protocol.Status(tc.sent)
+			if st.GetRefused() != tc.wantRefused {
+				t.Fatalf("status of %v: refused %v, want %v", tc.sent, st.GetRefused(), tc.wantRefused)
+			}
+			got := protocol.Err(st)
+			if errors.Is(got, protocol.ErrRefused) != tc.wantRefused || got.Error() != tc.sent.Error() {
+				t.Fatalf("round trip of %v = %v (ErrRefused %v, want %v)", tc.sent, got, errors.Is(got, protocol.ErrRefused), tc.wantRefused)
+			}
+		})
+	}
+	if err := protocol.Err(&messages.Status{Code: messages.Code_CODE_UNAVAILABLE, Refused: true}); !errors.Is(err, protocol.ErrUnavailable) || !errors.Is(err, protocol.ErrRefused) {
+		t.Fatalf("refused status without a message = %v, want ErrUnavailable and ErrRefused", err)
+	}
+	if err := protocol.Err(&messages.Status{Code: messages.Code_CODE_DENIED, Refused: true}); errors.Is(err, protocol.ErrRefused) {
+		t.Fatalf("refused set on CODE_DENIED = %v, want it ignored", err)
+	}
+}
+
 // An error whose text is not UTF-8 (a parser quoting a raw byte) still
 // makes a status that encodes, in both encodings.
 func TestStatusOfNonUTF8ErrorEncodes(t *testing.T) {
