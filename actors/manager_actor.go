@@ -10,6 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/leaseagent/lease/natskv"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // toNamespace is a request for the actor of one namespace.
@@ -212,8 +213,9 @@ func (m *managerActor) child(ctx actor.Context, namespace string) (*namespaceRef
 }
 
 // tooManyNamespaces is the error for a namespace that cannot be served
-// because served namespaces are served already.
+// because served namespaces are served already: a refusal before anything
+// was done (protocol.ErrRefused).
 func tooManyNamespaces(served int, namespace string) error {
-	return fmt.Errorf("%w: %d namespaces are served, the most allowed (MaxNamespaces); %q must wait until one is idle",
-		ErrUnavailable, served, namespace)
+	return protocol.Refused(fmt.Errorf("%w: %d namespaces are served, the most allowed (MaxNamespaces); %q must wait until one is idle",
+		ErrUnavailable, served, namespace))
 }

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/leaseagent/lease/protocol"
 )
 
 // passivations reports each namespace the manager stops for being idle.
@@ -64,8 +66,8 @@ func TestTooManyNamespaces(t *testing.T) {
 	h.claim(a, "l", "h", time.Minute)
 	h.claim(b, "l", "h", time.Hour)
 	err := h.m.Namespace("c").ClaimContext(h.ctx(), "l", "h", time.Minute)
-	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "MaxNamespaces") {
-		t.Fatalf("third namespace = %v, want ErrUnavailable naming MaxNamespaces", err)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, protocol.ErrRefused) || !strings.Contains(err.Error(), "MaxNamespaces") {
+		t.Fatalf("third namespace = %v, want ErrUnavailable and ErrRefused, naming MaxNamespaces", err)
 	}
 	// Once a's lease has expired and it has been idle long enough, it
 	// makes room.

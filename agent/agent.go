@@ -706,7 +706,7 @@ func (s *Service) forward(ctx context.Context, op string, m *nats.Msg, req *requ
 	s.free(req)
 	switch {
 	case wasForwarded:
-		s.respond(m.Reply, req.json, failure(op, fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner)))
+		s.respond(m.Reply, req.json, failure(op, protocol.Refused(fmt.Errorf("%w: namespace %q is owned by agent %q now; retry", protocol.ErrUnavailable, ns, owner))))
 		return
 	case errors.Is(err, nats.ErrNoResponders):
 		// The owner has gone: it received nothing, so any call may retry,

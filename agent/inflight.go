@@ -111,7 +111,8 @@ func (f *inflight) done(ns string, weight int) {
 
 // admit counts req, of op, in flight, or returns the error that refuses
 // it: the agent, or its namespace, has as many requests in flight as it
-// may. A refused request was not acted on; the caller may retry it.
+// may. A refused request was not acted on (protocol.ErrRefused); the
+// caller may send it again.
 func (s *Service) admit(op string, req *request) error {
 	weight, reason, log := s.limits.admit(op, req.namespace)
 	if reason == "" {
@@ -127,9 +128,9 @@ func (s *Service) admit(op string, req *request) error {
 	}
 	lists := s.limits.weight(protocol.OpList)
 	if reason == metrics.RefusedAgent {
-		return fmt.Errorf("%w: the agent has too many requests in flight (MaxRequestsInflight %d, a list counting as %d); nothing was done; retry with backoff",
-			protocol.ErrUnavailable, s.cfg.MaxRequestsInflight, lists)
+		return protocol.Refused(fmt.Errorf("%w: the agent has too many requests in flight (MaxRequestsInflight %d, a list counting as %d); nothing was done; retry with backoff",
+			protocol.ErrUnavailable, s.cfg.MaxRequestsInflight, lists))
 	}
-	return fmt.Errorf("%w: namespace %q has too many requests in flight (MaxNamespaceRequestsInflight %d, a list counting as %d); nothing was done; retry with backoff",
-		protocol.ErrUnavailable, req.namespace, s.cfg.MaxNamespaceRequestsInflight, lists)
+	return protocol.Refused(fmt.Errorf("%w: namespace %q has too many requests in flight (MaxNamespaceRequestsInflight %d, a list counting as %d); nothing was done; retry with backoff",
+		protocol.ErrUnavailable, req.namespace, s.cfg.MaxNamespaceRequestsInflight, lists))
 }

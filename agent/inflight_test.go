@@ -43,9 +43,9 @@ func startBounded(t *testing.T, edit func(*agent.Config), ghostly ...string) *bo
 }
 
 // refused reports whether a status is the refusal for load that names
-// bound.
+// bound, marked as refused before anything was done.
 func refused(st *messages.Status, bound string) bool {
-	return st.GetCode() == messages.Code_CODE_UNAVAILABLE && strings.Contains(st.GetMessage(), bound) &&
+	return st.GetCode() == messages.Code_CODE_UNAVAILABLE && st.GetRefused() && strings.Contains(st.GetMessage(), bound) &&
 		strings.Contains(st.GetMessage(), "retry")
 }
 

@@ -187,8 +187,18 @@ func (o *owners) mayWrite(ns string) bool {
 }
 
 // route returns who answers for ns now, taking ownership of it if nobody
-// holds it (or its owner's lease has expired).
+// holds it (or its owner's lease has expired). Its "unavailable" errors
+// are refusals (protocol.ErrRefused): a request is routed before it
+// reaches the Manager, so nothing of it was done.
 func (o *owners) route(ctx context.Context, ns string) (route, error) {
+	r, err := o.findRoute(ctx, ns)
+	if errors.Is(err, protocol.ErrUnavailable) {
+		err = protocol.Refused(err)
+	}
+	return r, err
+}
+
+func (o *owners) findRoute(ctx context.Context, ns string) (route, error) {
 	for attempt := 0; attempt < maxRouteAttempts; attempt++ {
 		o.mu.Lock()
 		if o.closed {

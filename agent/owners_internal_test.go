@@ -13,6 +13,7 @@ import (
 	"github.com/leaseagent/lease/actors"
 	"github.com/leaseagent/lease/clock/clocktest"
 	"github.com/leaseagent/lease/embedded"
+	"github.com/leaseagent/lease/protocol"
 )
 
 // newIdleOwners returns owners for agent "a" (ownership for 10s, drift
@@ -87,6 +88,22 @@ func TestAnOwnerThatCannotRenewStopsWritingInTime(t *testing.T) {
 	}
 	if err := n.ClaimContext(ctx, "l2", "h", time.Hour); !errors.Is(err, actors.ErrUnavailable) {
 		t.Fatalf("claim after the ownership lapsed = %v, want ErrUnavailable", err)
+	}
+}
+
+// Routing happens before a request reaches the Manager, so a route that
+// fails says the request was refused before anything was done: a client
+// may send even a release again.
+func TestRoutingFailuresAreRefusals(t *testing.T) {
+	o, _, _ := newIdleOwners(t)
+	ctx := context.Background()
+	o.releaseAll(ctx) // the agent is stopping
+	_, err := o.route(ctx, "ns")
+	if !errors.Is(err, protocol.ErrUnavailable) || !errors.Is(err, protocol.ErrRefused) {
+		t.Fatalf("route on a stopping agent = %v, want ErrUnavailable and ErrRefused", err)
+	}
+	if st := protocol.Status(err); !st.GetRefused() {
+		t.Fatalf("its status %v is not marked refused", st)
 	}
 }
 

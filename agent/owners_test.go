@@ -489,8 +489,8 @@ func TestANamespaceBeyondMaxNamespacesIsNotOwned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := status(t, msg); st.GetCode() != messages.Code_CODE_UNAVAILABLE || !strings.Contains(st.GetMessage(), "MaxNamespaces") {
-		t.Fatalf("claim in a second namespace with MaxNamespaces 1: %v, want UNAVAILABLE naming MaxNamespaces", st)
+	if st := status(t, msg); st.GetCode() != messages.Code_CODE_UNAVAILABLE || !st.GetRefused() || !strings.Contains(st.GetMessage(), "MaxNamespaces") {
+		t.Fatalf("claim in a second namespace with MaxNamespaces 1: %v, want UNAVAILABLE, refused, naming MaxNamespaces", st)
 	}
 	if info, held := ownership(t, ctx, mgr, "second"); held {
 		t.Fatalf("a namespace beyond MaxNamespaces got an ownership lease: held by %q", info.Holder)
