@@ -20,7 +20,9 @@
 // protocol.ErrUnavailable. Requests the agent may have acted on (a timeout,
 // an "unavailable" reply) are retried only for operations that are safe to
 // repeat: claim (a repeat extends), check, list and state. A release is
-// retried only when no agent received it.
+// retried only when no agent received it, or when the agent refused it
+// before acting on it (protocol.ErrRefused: too many requests in flight,
+// its namespace changing owners).
 //
 // A call whose context has already ended sends nothing (no request, no
 // subscription) and returns an error wrapping the context's error.
@@ -174,7 +176,7 @@ func (c *Client) call(ctx context.Context, op, namespace string, in, out proto.M
 				return fmt.Errorf("%w: %s reply: %w", protocol.ErrInternal, op, err)
 			}
 			status := statusOf(out)
-			if errors.Is(status, protocol.ErrUnavailable) && idempotent {
+			if errors.Is(status, protocol.ErrUnavailable) && (idempotent || errors.Is(status, protocol.ErrRefused)) {
 				retry, err = true, status
 			} else {
 				return status

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,7 +20,8 @@ import (
 )
 
 // fakeAgent answers on prefix "fake" as script says for each attempt:
-// "drop" (receive and never answer), "unavailable" or "ok".
+// "drop" (receive and never answer), "unavailable", "refused" (unavailable,
+// refused before anything was done) or "ok".
 type fakeAgent struct {
 	attempts atomic.Int32
 	received chan string // the subject of each request, as it arrives
@@ -44,6 +44,8 @@ func startFakeAgent(t *testing.T, e *testenv.Env, script ...string) *fakeAgent {
 			return
 		case "unavailable":
 			status = protocol.Status(fmt.Errorf("%w: restarting", protocol.ErrUnavailable))
+		case "refused":
+			status = protocol.Status(protocol.Refused(fmt.Errorf("%w: too many requests in flight", protocol.ErrUnavailable)))
 		default:
 			status = protocol.Status(nil)
 		}
@@ -75,6 +77,7 @@ func TestRetriesFollowTheDocumentedRules(t *testing.T) {
 		"state is retried after unavailable":       {"unavailable", stateL, 2, nil},
 		"release is not retried after a timeout":   {"drop", releaseL, 1, protocol.ErrUnavailable},
 		"release is not retried after unavailable": {"unavailable", releaseL, 1, protocol.ErrUnavailable},
+		"release is retried after a refusal":       {"refused", releaseL, 2, nil},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := testenv.Start(t)
@@ -153,19 +156,20 @@ func TestReleaseIsRetriedWhileNoAgentAnswers(t *testing.T) {
 	}
 }
 
-// A request the agent refuses because too many are in flight is an
-// "unavailable" reply like any other: retried, with backoff, for the
-// operations safe to repeat, until the agent takes it.
+// A request the agent refuses because too many are in flight is retried,
+// with backoff, until the agent takes it: whatever its operation, a
+// release too, since the refusal says nothing was done.
 func TestRequestsRefusedForLoadAreRetried(t *testing.T) {
 	leases := func(ctx context.Context, n *client.Namespace) error { _, err := n.Leases(ctx); return err }
 	for name, tc := range map[string]struct {
 		op   string
 		call func(context.Context, *client.Namespace) error
 	}{
-		"claim": {protocol.OpClaim, claimL},
-		"check": {protocol.OpCheck, checkL},
-		"state": {protocol.OpState, stateL},
-		"list":  {protocol.OpList, leases},
+		"claim":   {protocol.OpClaim, claimL},
+		"check":   {protocol.OpCheck, checkL},
+		"state":   {protocol.OpState, stateL},
+		"list":    {protocol.OpList, leases},
+		"release": {protocol.OpRelease, releaseL},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e, held := fullAgent(t)
@@ -186,52 +190,6 @@ func TestRequestsRefusedForLoadAreRetried(t *testing.T) {
 				t.Fatalf("%s once the agent had room = %v", name, err)
 			}
 		})
-	}
-}
-
-// A release refused for load is surfaced, as an error wrapping
-// protocol.ErrUnavailable, and not sent again: the client cannot tell the
-// refusal from an "unavailable" after which the release took effect.
-func TestAReleaseRefusedForLoadIsNotRetried(t *testing.T) {
-	e, held := fullAgent(t)
-	nc := e.Connect(t)
-	c, err := client.New(nc, client.WithRetry(time.Millisecond, 10*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := protocol.RequestSubject(protocol.DefaultPrefix, protocol.OpRelease, "ns")
-	snc := e.Connect(t)
-	seen, err := snc.SubscribeSync(subject)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := snc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	err = releaseL(ctxT(t), c.Namespace("ns"))
-	if !errors.Is(err, protocol.ErrUnavailable) || !strings.Contains(err.Error(), "MaxRequestsInflight") {
-		t.Fatalf("release with the agent full = %v, want ErrUnavailable naming MaxRequestsInflight", err)
-	}
-	held.Answer(t)
-	// A publish after the call, on its connection, reaches the spy
-	// after every request the call sent (the agent ignores it: it
-	// wants no reply).
-	if err := nc.Publish(subject, []byte("marker")); err != nil {
-		t.Fatal(err)
-	}
-	sent := 0
-	for {
-		m, err := seen.NextMsg(10 * time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(m.Data) == "marker" {
-			break
-		}
-		sent++
-	}
-	if sent != 1 {
-		t.Fatalf("release sent %d times, want once", sent)
 	}
 }
 
