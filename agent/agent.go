@@ -939,39 +939,54 @@ func (s *Service) list(ctx context.Context, n *actors.Namespace, req *request) p
 		return failure(protocol.OpList, err)
 	}
 	// A page holds what fits in one message, with room for the status,
-	// headers and the next field: never more than maxListEntries, so no
-	// more are asked of the actor, whatever the limit.
+	// headers and the next field: never more than maxListEntries, nor
+	// more than the limit. The leases are asked of the actor a chunk at a
+	// time, so that it copies little more than the page holds.
 	room := int(s.cfg.Conn.MaxPayload()) - listReplyOverhead
 	limit := maxListEntries(room)
 	if l := int(in.GetLimit()); l > 0 && l < limit {
 		limit = l
 	}
-	leases, more, err := n.LeasesPage(ctx, in.GetAfter(), limit)
-	if err != nil {
-		return failure(protocol.OpList, s.timedOut(err))
-	}
-	now := s.cfg.Manager.Clock().Now()
 	out := &messages.ListReply{Status: protocol.Status(nil)}
-	for i, h := range leases {
-		l := &messages.LeaseInfo{
-			Lease: h.Lease, Holder: h.Holder, Revision: h.Fence,
-			ExpiresIn: durationpb.New(h.Expiry.Sub(now)),
+	after := in.GetAfter()
+	for {
+		leases, more, err := n.LeasesPage(ctx, after, min(listChunk, limit-len(out.Leases)))
+		if err != nil {
+			return failure(protocol.OpList, s.timedOut(err))
 		}
-		room -= listEntrySize(l, req.json)
-		if room < 0 {
-			if i == 0 {
-				return failure(protocol.OpList, fmt.Errorf("%w: the server's max payload (%d bytes) cannot hold one lease", protocol.ErrInternal, s.cfg.Conn.MaxPayload()))
+		now := s.cfg.Manager.Clock().Now()
+		for _, h := range leases {
+			l := &messages.LeaseInfo{
+				Lease: h.Lease, Holder: h.Holder, Revision: h.Fence,
+				ExpiresIn: durationpb.New(h.Expiry.Sub(now)),
 			}
-			out.Next = leases[i-1].Lease
+			room -= listEntrySize(l, req.json)
+			if room < 0 {
+				if len(out.Leases) == 0 {
+					return failure(protocol.OpList, fmt.Errorf("%w: the server's max payload (%d bytes) cannot hold one lease", protocol.ErrInternal, s.cfg.Conn.MaxPayload()))
+				}
+				out.Next = out.Leases[len(out.Leases)-1].Lease
+				return out
+			}
+			out.Leases = append(out.Leases, l)
+		}
+		switch {
+		case !more || len(leases) == 0:
+			return out
+		case len(out.Leases) == limit:
+			out.Next = out.Leases[len(out.Leases)-1].Lease
 			return out
 		}
-		out.Leases = append(out.Leases, l)
+		after = leases[len(leases)-1].Lease
 	}
-	if more {
-		out.Next = leases[len(leases)-1].Lease
-	}
-	return out
 }
+
+// listChunk is how many leases a list asks of the namespace's actor at a
+// time while it fills a page. A page of the max payload (1 MB) holds about
+// 20k leases of short names, but up to 75k if every name were one byte:
+// asked for at once, the actor would copy all those, on the goroutine
+// that serves the namespace's claims, to have most of them dropped.
+const listChunk = 4096
 
 // listEntrySize returns how many bytes l adds to a list reply. In JSON it
 // is measured, not estimated: escaping can make a name six times longer

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -342,6 +343,54 @@ func TestListPageHoldsAsManyAsFit(t *testing.T) {
 			}
 			if room := maxPayload - 4096; used+proto.Size(rest.GetLeases()[0])+4 <= room {
 				t.Fatalf("a page of %d leases uses %d of %d bytes; the next lease would have fit", len(out.GetLeases()), used, room)
+			}
+		})
+	}
+}
+
+// A page longer than the chunks the agent asks of the namespace's actor
+// (4096 leases) joins them: every lease once, in order, with a next
+// exactly when more follow.
+func TestListPageSpansChunks(t *testing.T) {
+	e := testenv.Start(t)
+	const count = 2*4096 + 100
+	names := make([]string, count)
+	var wg sync.WaitGroup
+	errs := make(chan error, count)
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < count; i += 32 {
+				names[i] = fmt.Sprintf("l%05d", i)
+				if err := e.Manager.Namespace("ns").ClaimContext(context.Background(), names[i], "h", time.Hour); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	nc := e.Connect(t)
+	for _, tt := range []struct {
+		name  string
+		after string
+		limit uint32
+		want  []string
+		next  string
+	}{
+		{"no limit: the whole namespace fits", "", 0, names, ""},
+		{"limit ends inside the second chunk", "", 5000, names[:5000], names[4999]},
+		{"limit two chunks exactly", "", 2 * 4096, names[:2*4096], names[2*4096-1]},
+		{"after a name, to the end", names[99], 0, names[100:], ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, next := listPage(t, nc, "ns", tt.after, tt.limit)
+			if !slices.Equal(got, tt.want) || next != tt.next {
+				t.Fatalf("page of %d leases (%v ... %v), next %q; want %d, next %q",
+					len(got), got[:min(2, len(got))], got[max(0, len(got)-2):], next, len(tt.want), tt.next)
 			}
 		})
 	}
