@@ -29,8 +29,11 @@
 // namespace's actor and in parallel with the other lists, so a few at
 // once keep the CPU as busy as many, and more only slow every other
 // namespace. A request beyond a bound is answered at once with
-// CODE_UNAVAILABLE naming it, and nothing is done: the caller may retry,
-// with backoff. Refusals count in metrics (Metrics.Refused) and are
+// CODE_UNAVAILABLE naming it, and with the status's refused set: nothing
+// was done, and the caller may send it again, with backoff, whatever it
+// asks (protocol.ErrRefused). Requests that fail while they are routed to
+// their namespace's owner, and those beyond the Manager's MaxNamespaces,
+// carry refused too. Refusals count in metrics (Metrics.Refused) and are
 // logged at most every 10 s, not each.
 //
 // # Several agents on one bucket
