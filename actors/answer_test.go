@@ -164,10 +164,10 @@ func TestStopAnswersPendingFuncCalls(t *testing.T) {
 func TestAnswerIsSentOnce(t *testing.T) {
 	p := newPendingCalls(time.Hour)
 	var calls atomic.Int32
-	a := newFuncAnswer(p, time.Now(), func(error) { calls.Add(1) }, errorOf)
+	a := newFuncAnswer(p, time.Now(), func(opResult) { calls.Add(1) }, opFailed)
 	var wg sync.WaitGroup
 	for range 8 {
-		wg.Go(func() { a.send(nil) })
+		wg.Go(func() { a.send(opResult{}) })
 		wg.Go(func() { a.fail(ErrStopped) })
 	}
 	wg.Go(p.sweep)

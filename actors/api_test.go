@@ -347,6 +347,57 @@ func TestFencingTokenStaysWhileExtendedAndGrowsWithEachNewHolder(t *testing.T) {
 	}
 }
 
+// ClaimTenureContext and ClaimTenureFunc give the token a Check gives:
+// the same for each extension of a tenure.
+func TestClaimTenureGivesTheFencingToken(t *testing.T) {
+	ns := start(t, connect(t)).Namespace("ns")
+	ctx := testContext(t)
+	claimed, err := ns.ClaimTenureContext(ctx, "l", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f natskv.Fence
+	if err := ns.Token("l", "a").Check(&f); err != nil || f.Revision != claimed {
+		t.Fatalf("claim gave token %d; Check gives %d, %v", claimed, f.Revision, err)
+	}
+	extended, err := ns.ClaimTenureContext(ctx, "l", "a", 2*time.Minute)
+	if err != nil || extended != claimed {
+		t.Fatalf("extension gave token %d, %v; want the claim's %d", extended, err, claimed)
+	}
+	answered := make(chan uint64, 1)
+	ns.ClaimTenureFunc(time.Now().Add(time.Minute), "l", "a", 3*time.Minute, func(fence uint64, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		answered <- fence
+	})
+	if got := <-answered; got != claimed {
+		t.Fatalf("ClaimTenureFunc gave token %d, want %d", got, claimed)
+	}
+	if fence, err := ns.ClaimTenureContext(ctx, "l", "b", time.Minute); !errors.Is(err, lease.ErrClaimDenied) || fence != 0 {
+		t.Fatalf("denied claim = %d, %v; want 0, ErrClaimDenied", fence, err)
+	}
+}
+
+// A holder whose lease was released between two of its claims gets a new,
+// greater token from the second: it is a new tenure, not an extension, and
+// the token tells the holder so.
+func TestClaimAfterAReleaseIsANewTenure(t *testing.T) {
+	ns := start(t, connect(t)).Namespace("ns")
+	ctx := testContext(t)
+	first, err := ns.ClaimTenureContext(ctx, "l", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Release(ctx, "l", "a"); err != nil {
+		t.Fatal(err)
+	}
+	second, err := ns.ClaimTenureContext(ctx, "l", "a", time.Minute)
+	if err != nil || second <= first {
+		t.Fatalf("claim after the release gave token %d, %v; want above %d", second, err, first)
+	}
+}
+
 func TestStopIsSafeDuringCalls(t *testing.T) {
 	m := start(t, connect(t))
 	ns := m.Namespace("ns")

@@ -48,11 +48,27 @@ func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) 
 // the call started. ErrClaimDenied means another holder holds it. A lease
 // whose holder's time is up is expired and claimed in one call.
 func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	_, err := n.ClaimTenureContext(ctx, leaseName, holderName, duration)
+	return err
+}
+
+// ClaimTenureContext is ClaimContext that also returns, on success, the
+// fencing token of the holder's tenure (as a Token's Check gives it): the
+// revision of the claim that made the holder the holder. Extensions of one
+// tenure return the same token; a later tenure, a greater one. A holder
+// that gets a new token from a claim it meant as an extension lost the
+// lease in between (it was released, or expired): another holder may have
+// held it meanwhile.
+func (n *Namespace) ClaimTenureContext(ctx context.Context, leaseName, holderName string, duration time.Duration) (fence uint64, err error) {
 	if err := n.checkClaim(leaseName, holderName, duration); err != nil {
-		return err
+		return 0, err
 	}
-	reply := newAnswer[error]()
-	return n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply.ch)
+	reply := newAnswer[opResult]()
+	res, err := n.call(ctx, &claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply.ch)
+	if err != nil {
+		return 0, err
+	}
+	return res.fence, res.err
 }
 
 // ClaimFunc is ClaimContext for callers that must not wait, such as a
@@ -65,11 +81,17 @@ func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName stri
 // the call fails before it reaches the actor, and on Stop's or the
 // deadline check's if they answer first. It must not block.
 func (n *Namespace) ClaimFunc(deadline time.Time, leaseName, holderName string, duration time.Duration, answer func(error)) {
+	n.ClaimTenureFunc(deadline, leaseName, holderName, duration, func(_ uint64, err error) { answer(err) })
+}
+
+// ClaimTenureFunc is ClaimFunc with the fencing token of
+// ClaimTenureContext: answer gets it, and nil, on success.
+func (n *Namespace) ClaimTenureFunc(deadline time.Time, leaseName, holderName string, duration time.Duration, answer func(fence uint64, err error)) {
 	if err := n.checkClaim(leaseName, holderName, duration); err != nil {
-		answer(err)
+		answer(0, err)
 		return
 	}
-	reply := newFuncAnswer(n.m.pending, deadline, answer, errorOf)
+	reply := newFuncAnswer(n.m.pending, deadline, func(r opResult) { answer(r.fence, r.err) }, opFailed)
 	n.sendFunc(&claimRequest{lease: leaseName, holder: holderName, duration: duration, reply: reply}, reply)
 }
 
@@ -92,8 +114,12 @@ func (n *Namespace) Release(ctx context.Context, leaseName, holderName string) e
 	if err := n.checkRelease(leaseName, holderName); err != nil {
 		return err
 	}
-	reply := newAnswer[error]()
-	return n.call(ctx, &releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply.ch)
+	reply := newAnswer[opResult]()
+	res, err := n.call(ctx, &releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply.ch)
+	if err != nil {
+		return err
+	}
+	return res.err
 }
 
 // ReleaseFunc is Release as ClaimFunc is ClaimContext: it returns at once
@@ -103,7 +129,7 @@ func (n *Namespace) ReleaseFunc(deadline time.Time, leaseName, holderName string
 		answer(err)
 		return
 	}
-	reply := newFuncAnswer(n.m.pending, deadline, answer, errorOf)
+	reply := newFuncAnswer(n.m.pending, deadline, func(r opResult) { answer(r.err) }, opFailed)
 	n.sendFunc(&releaseRequest{lease: leaseName, holder: holderName, reply: reply}, reply)
 }
 
@@ -268,16 +294,13 @@ func (t *Token) checkArgs() error {
 	return t.n.checkHolder(t.holder)
 }
 
-// call sends a request whose reply is an error and waits for it.
-func (n *Namespace) call(ctx context.Context, msg any, reply chan error) error {
+// call sends a claim or release request and waits for its result; the
+// error is the call's, before any result.
+func (n *Namespace) call(ctx context.Context, msg any, reply chan opResult) (opResult, error) {
 	if err := n.m.sendContext(ctx, n.name, msg); err != nil {
-		return err
+		return opResult{}, err
 	}
-	res, err := await(ctx, n.m, reply)
-	if err != nil {
-		return err
-	}
-	return res
+	return await(ctx, n.m, reply)
 }
 
 // sendFunc sends the request of a Func call, failing the call if it
@@ -288,7 +311,7 @@ func (n *Namespace) sendFunc(msg any, reply failer) {
 	}
 }
 
-func errorOf(err error) error { return err }
+func opFailed(err error) opResult { return opResult{err: err} }
 
 // Refused returns why the Manager refuses every request for this
 // namespace (its name is invalid, or Config.Policy does not allow it), or

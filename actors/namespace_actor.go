@@ -24,7 +24,7 @@ type (
 	claimRequest struct {
 		lease, holder string
 		duration      time.Duration
-		reply         *answer[error]
+		reply         *answer[opResult]
 	}
 	checkRequest struct {
 		lease, holder string
@@ -35,9 +35,15 @@ type (
 		info lease.Info
 		err  error
 	}
+	// opResult is how a claim or a release ended; for a claim that
+	// succeeded, with the fencing token of the holder's tenure.
+	opResult struct {
+		fence uint64
+		err   error
+	}
 	releaseRequest struct {
 		lease, holder string
-		reply         *answer[error]
+		reply         *answer[opResult]
 	}
 	leasesRequest struct {
 		reply chan leasesResult
@@ -132,7 +138,7 @@ type op struct {
 	kind          opKind
 	lease, holder string
 	duration      time.Duration
-	reply         *answer[error] // nil for ops the actor starts itself
+	reply         *answer[opResult] // nil for ops the actor starts itself
 	lostRaces     int
 	finished      bool
 	granted       bool // a claim made the holder the holder (not an extension)
@@ -669,7 +675,11 @@ func (a *namespaceActor) finish(o *op, err error) {
 		return
 	}
 	o.finished = true
-	o.reply.send(err)
+	res := opResult{err: err}
+	if err == nil && o.kind == opClaim {
+		res.fence, _ = a.store.Fence(o.lease)
+	}
+	o.reply.send(res)
 	if o.kind == opClaim {
 		a.rt.cfg.Metrics.Claim(a.name, claimResult(o, err))
 	}
@@ -727,7 +737,7 @@ func (a *namespaceActor) failAll(err error) {
 		for _, o := range queue {
 			if !o.finished {
 				o.finished = true
-				if o.reply.send(err) && o.kind == opClaim {
+				if o.reply.send(opResult{err: err}) && o.kind == opClaim {
 					a.rt.cfg.Metrics.Claim(a.name, metrics.ClaimError)
 				}
 			}
@@ -758,7 +768,7 @@ func (a *namespaceActor) failEarly(err error) {
 // answered as failed (once: its op, if it has one, may be failed too).
 func (a *namespaceActor) failRequest(msg any, err error) {
 	if m, ok := msg.(*claimRequest); ok {
-		if m.reply.send(err) {
+		if m.reply.send(opResult{err: err}) {
 			a.rt.cfg.Metrics.Claim(a.name, metrics.ClaimError)
 		}
 		return
@@ -770,9 +780,9 @@ func (a *namespaceActor) failRequest(msg any, err error) {
 func failRequest(msg any, err error) {
 	switch m := msg.(type) {
 	case *claimRequest:
-		m.reply.send(err)
+		m.reply.send(opResult{err: err})
 	case *releaseRequest:
-		m.reply.send(err)
+		m.reply.send(opResult{err: err})
 	case *checkRequest:
 		m.reply.send(checkResult{err: err})
 	case *leasesRequest:

@@ -15,6 +15,7 @@ import (
 type store interface {
 	Lease(name string) (lease.Info, bool)
 	Holder(name string) (holder string, expiry time.Time, ok bool)
+	Fence(name string) (uint64, bool)
 	Leases() map[string]lease.Info
 	LeasesAfter(after string) iter.Seq[natskv.Held]
 	Count() int
