@@ -892,8 +892,8 @@ func (s *Service) claim(n *actors.Namespace, req *request, deadline time.Time, r
 		reply(failure(protocol.OpClaim, err))
 		return
 	}
-	n.ClaimFunc(deadline, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration(), func(err error) {
-		reply(&messages.ClaimReply{Status: protocol.Status(s.timedOut(err))})
+	n.ClaimTenureFunc(deadline, in.GetLease(), in.GetHolder(), in.GetDuration().AsDuration(), func(fence uint64, err error) {
+		reply(&messages.ClaimReply{Status: protocol.Status(s.timedOut(err)), Revision: fence})
 	})
 }
 

@@ -337,6 +337,41 @@ func TestListAndStateReportHolderAndFence(t *testing.T) {
 	}
 }
 
+// A claim's reply carries the fencing token check reports: the same for
+// an extension, a greater one for a claim after a release.
+func TestClaimReplyCarriesTheFencingToken(t *testing.T) {
+	e := testenv.Start(t)
+	nc := e.Connect(t)
+	claim := func() uint64 {
+		t.Helper()
+		var out messages.ClaimReply
+		if err := proto.Unmarshal(request(t, nc, "lease.claim.ns", claimBody(t, "l", "h", time.Minute), nil).Data, &out); err != nil {
+			t.Fatal(err)
+		}
+		if out.GetStatus().GetCode() != messages.Code_CODE_OK {
+			t.Fatalf("claim: %v", out.GetStatus())
+		}
+		return out.GetRevision()
+	}
+	first := claim()
+	var check messages.CheckReply
+	if err := proto.Unmarshal(request(t, nc, "lease.check.ns", marshal(t, &messages.CheckRequest{Lease: "l", Holder: "h"}), nil).Data, &check); err != nil {
+		t.Fatal(err)
+	}
+	if first == 0 || first != check.GetRevision() {
+		t.Fatalf("claim reply token %d, check's %d", first, check.GetRevision())
+	}
+	if got := claim(); got != first {
+		t.Fatalf("extension token %d, want the claim's %d", got, first)
+	}
+	if st := status(t, request(t, nc, "lease.release.ns", marshal(t, &messages.ReleaseRequest{Lease: "l", Holder: "h"}), nil)); st.GetCode() != messages.Code_CODE_OK {
+		t.Fatal(st)
+	}
+	if got := claim(); got <= first {
+		t.Fatalf("token after a release %d, want above %d", got, first)
+	}
+}
+
 func TestServiceIsVisibleToMicroTools(t *testing.T) {
 	e := testenv.Start(t)
 	nc := e.Connect(t)

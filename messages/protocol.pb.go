@@ -271,8 +271,14 @@ func (x *ClaimRequest) GetDuration() *durationpb.Duration {
 }
 
 type ClaimReply struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	// When status is OK: the fencing token of the holder's tenure, as
+	// CheckReply's revision. The same for every extension of a tenure; a
+	// holder whose claim, meant as an extension, comes back with a new one
+	// lost the lease in between (released, or expired), and another holder
+	// may have held it meanwhile. 0 from agents that predate it.
+	Revision      uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -312,6 +318,13 @@ func (x *ClaimReply) GetStatus() *Status {
 		return x.Status
 	}
 	return nil
+}
+
+func (x *ClaimReply) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
 }
 
 // CheckRequest asks whether holder holds lease.
@@ -862,10 +875,11 @@ const file_protocol_proto_rawDesc = "" +
 	"\fClaimRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x125\n" +
-	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\";\n" +
+	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\"W\n" +
 	"\n" +
 	"ClaimReply\x12-\n" +
-	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\"<\n" +
+	"\x06status\x18\x01 \x01(\v2\x15.leaseagent.v1.StatusR\x06status\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\"<\n" +
 	"\fCheckRequest\x12\x14\n" +
 	"\x05lease\x18\x01 \x01(\tR\x05lease\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\"\x81\x01\n" +
