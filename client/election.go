@@ -15,8 +15,11 @@ import (
 )
 
 // ErrLeadershipLost is returned by Elect when the lease could not be renewed
-// in time (the work's context was cancelled before the guarantee ran out)
-// or a renewal was denied (the error then also wraps lease.ErrClaimDenied).
+// in time (the work's context was cancelled before the guarantee ran out),
+// a renewal was denied (the error then also wraps lease.ErrClaimDenied), or
+// the leader's tenure ended under it: the lease was released in its
+// holder's name (by an operator, say) or expired, as its expired event or
+// the new fencing token of the next renewal showed.
 var ErrLeadershipLost = errors.New("leadership lost")
 
 // ErrClaimReleased is wrapped, beside ctx's error, in what Elect returns
@@ -124,10 +127,17 @@ func (e *Election) validate() error {
 // t+Duration-Margin does not start Run at all: Elect releases the lease
 // and tries again later, as after a denial.
 //
+// A leader's tenure can also end under it: the lease released in its
+// holder's name (an operator's `leaseagent release`), or expired. The
+// lease's expired event, naming the holder and the tenure's fencing token,
+// ends leadership at once; if that event is lost, the next renewal does
+// (denied, or answered with a new fencing token: a new tenure, which Elect
+// gives back).
+//
 // Elect returns ctx's error when ctx ends (wrapping ErrClaimReleased too if
 // it gave up a claim in doubt: see Release), nil when Run returns by itself,
 // and ErrLeadershipLost when a renewal was denied or could not be made in
-// time; with Release, a failed release is returned if nothing else went
+// time, or the tenure ended under the leader; with Release, a failed release is returned if nothing else went
 // wrong. It waits for Run to return before returning. While following it
 // returns no error but ErrInvalidArgument (say, a Duration over the
 // agent's maximum): denials and an unreachable agent make it try again
@@ -150,7 +160,8 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 		return err
 	}
 	expired := make(chan struct{}, 1)
-	subs, err := n.electionEvents(e, expired)
+	ended := make(chan uint64, 1)
+	subs, err := n.electionEvents(e, expired, ended)
 	if err != nil {
 		return err
 	}
@@ -173,11 +184,11 @@ func (n *Namespace) Elect(ctx context.Context, e Election) error {
 	}
 	for {
 		start := time.Now()
-		err := n.ClaimContext(ctx, e.Lease, e.Holder, e.Duration)
+		fence, err := n.ClaimTenure(ctx, e.Lease, e.Holder, e.Duration)
 		mayHold = err == nil || !errors.Is(err, lease.ErrClaimDenied)
 		switch {
 		case err == nil && time.Now().Before(start.Add(e.Duration-e.Margin)):
-			return n.lead(ctx, &e, start)
+			return n.lead(ctx, &e, tenure{start: start, fence: fence}, ended)
 		case err == nil && ctx.Err() == nil:
 			// Granted, but the answer came too late to act on: the
 			// guarantee, counted from the claim's start, is over or ends
@@ -214,13 +225,26 @@ func (n *Namespace) releaseNow(e *Election, within time.Duration) error {
 	return n.Release(ctx, e.Lease, e.Holder)
 }
 
-// electionEvents subscribes to the lease's expired events (to try at once)
-// and claimed events (for OnNewLeader).
-func (n *Namespace) electionEvents(e Election, expired chan struct{}) ([]*nats.Subscription, error) {
+// electionEvents subscribes to the lease's expired events, to try at once
+// (expired) and to learn that this candidate's tenure ended (ended gets
+// its fencing token), and to its claimed events (for OnNewLeader).
+func (n *Namespace) electionEvents(e Election, expired chan struct{}, ended chan uint64) ([]*nats.Subscription, error) {
 	prefix, nc := n.c.opts.prefix, n.c.nc
-	onExpired, err := nc.Subscribe(protocol.EventSubject(prefix, protocol.EventExpired, n.name, e.Lease), func(*nats.Msg) {
+	onExpired, err := nc.Subscribe(protocol.EventSubject(prefix, protocol.EventExpired, n.name, e.Lease), func(m *nats.Msg) {
 		select {
 		case expired <- struct{}{}:
+		default:
+		}
+		var ev messages.ExpiredEvent
+		if proto.Unmarshal(m.Data, &ev) != nil || ev.GetHolder() != e.Holder {
+			return
+		}
+		select {
+		case <-ended: // keep the latest
+		default:
+		}
+		select {
+		case ended <- ev.GetRevision():
 		default:
 		}
 	})
@@ -244,8 +268,18 @@ func (n *Namespace) electionEvents(e Election, expired chan struct{}) ([]*nats.S
 	return subs, nil
 }
 
-// lead runs the work while renewing, from a claim that started at start.
-func (n *Namespace) lead(ctx context.Context, e *Election, start time.Time) error {
+// tenure is a leader's hold on the lease: when the claim that won or last
+// renewed it started, and its fencing token (0 from an agent that does not
+// send one).
+type tenure struct {
+	start time.Time
+	fence uint64
+}
+
+// lead runs the work while renewing, from the claim that won t. ended
+// gets the fencing token of each of this candidate's tenures that ends.
+func (n *Namespace) lead(ctx context.Context, e *Election, t tenure, ended <-chan uint64) error {
+	start := t.start
 	until := start.Add(e.Duration)
 	if e.OnRenewed != nil {
 		e.OnRenewed(until)
@@ -260,7 +294,7 @@ func (n *Namespace) lead(ctx context.Context, e *Election, start time.Time) erro
 		e.Run(work)
 	}()
 
-	result := n.renew(ctx, work, e, start, &until, cutoff, done)
+	result := n.renew(ctx, work, e, t, &until, cutoff, done, ended)
 	stopWork()
 	<-done
 	if e.OnStoppedLeading != nil {
@@ -288,9 +322,10 @@ func leadEnded(ctx, work context.Context) error {
 }
 
 // renew extends the lease every RenewEvery until the work ends, ctx ends,
-// or a renewal is denied or cannot be made before the cutoff.
-func (n *Namespace) renew(ctx, work context.Context, e *Election, last time.Time, until *time.Time, cutoff *time.Timer, done <-chan struct{}) error {
-	next := time.NewTimer(time.Until(last.Add(e.RenewEvery)))
+// a renewal is denied or cannot be made before the cutoff, or the tenure
+// ends under it (its expired event arrives, or a renewal starts a new one).
+func (n *Namespace) renew(ctx, work context.Context, e *Election, t tenure, until *time.Time, cutoff *time.Timer, done <-chan struct{}, ended <-chan uint64) error {
+	next := time.NewTimer(time.Until(t.start.Add(e.RenewEvery)))
 	defer next.Stop()
 	for {
 		select {
@@ -298,15 +333,30 @@ func (n *Namespace) renew(ctx, work context.Context, e *Election, last time.Time
 			return leadEnded(ctx, work)
 		case <-work.Done():
 			return leadEnded(ctx, work)
+		case fence := <-ended:
+			if t.fence != 0 && fence == t.fence {
+				return fmt.Errorf("%w: the lease was released or expired (tenure %d ended)", ErrLeadershipLost, fence)
+			}
+			continue // an earlier tenure's
 		case <-next.C:
 		}
 		start := time.Now()
 		// A renewal that has not succeeded by the cutoff is too late.
 		rctx, cancel := context.WithDeadline(ctx, until.Add(-e.Margin))
-		err := n.ClaimContext(rctx, e.Lease, e.Holder, e.Duration)
+		fence, err := n.ClaimTenure(rctx, e.Lease, e.Holder, e.Duration)
 		cancel()
 		switch {
+		case err == nil && t.fence != 0 && fence != 0 && fence != t.fence:
+			// Not an extension: the lease was released or expired since
+			// the last claim, and another holder may have held it. The
+			// tenure this renewal began by mistake is given back, so that
+			// other candidates need not wait out its Duration.
+			_ = n.releaseNow(e, n.c.opts.requestTimeout)
+			return fmt.Errorf("%w: the lease was released or expired since the last renewal (tenure %d, now %d)", ErrLeadershipLost, t.fence, fence)
 		case err == nil:
+			if t.fence == 0 {
+				t.fence = fence // an agent that sends tokens took over
+			}
 			*until = start.Add(e.Duration)
 			cutoff.Reset(time.Until(until.Add(-e.Margin)))
 			if e.OnRenewed != nil {

@@ -236,36 +236,40 @@ func TestACandidateAnsweredTooLateLetsAnotherLead(t *testing.T) {
 	}
 }
 
-func TestDeniedRenewalStopsTheLeader(t *testing.T) {
+// A leader whose lease is released in its name (an operator's `leaseagent
+// release`) stops at once, from the lease's expired event, not at its next
+// renewal: Run's context ends and Elect returns ErrLeadershipLost.
+func TestLeaderStopsAtOnceWhenItsLeaseIsReleased(t *testing.T) {
 	e := realTimeAgent(t)
 	n := newClient(t, e).Namespace("ns")
 	leading, stopped := make(chan struct{}), make(chan struct{})
+	var renewals atomic.Int32
 	result := make(chan error, 1)
 	go func() {
 		result <- n.Elect(context.Background(), client.Election{
-			Lease: "leader", Holder: "a", Duration: 3 * time.Second,
+			// Renewals every 20 s: none comes within the test's wait.
+			Lease: "leader", Holder: "a", Duration: time.Minute,
 			Run:              func(ctx context.Context) { close(leading); <-ctx.Done() },
 			OnStoppedLeading: func() { close(stopped) },
+			OnRenewed:        func(time.Time) { renewals.Add(1) },
 		})
 	}()
 	<-leading
-	// An operator hands the lease to someone else behind the leader's back.
-	m := e.Manager.Namespace("ns")
-	if err := m.Release(context.Background(), "leader", "a"); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.ClaimContext(context.Background(), "leader", "usurper", time.Minute); err != nil {
+	if err := e.Manager.Namespace("ns").Release(context.Background(), "leader", "a"); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-result:
-		if !errors.Is(err, client.ErrLeadershipLost) {
-			t.Fatalf("Elect = %v, want ErrLeadershipLost", err)
+		if !errors.Is(err, client.ErrLeadershipLost) || !strings.Contains(err.Error(), "released or expired") {
+			t.Fatalf("Elect = %v, want ErrLeadershipLost saying the lease was released or expired", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("leader did not notice the denial")
+		t.Fatal("leader did not notice the release")
 	}
 	<-stopped
+	if got := renewals.Load(); got != 1 {
+		t.Fatalf("OnRenewed called %d times, want once (the claim): the event, not a renewal, ended leadership", got)
+	}
 }
 
 func TestElectionReportsNewLeaders(t *testing.T) {

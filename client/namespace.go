@@ -39,14 +39,30 @@ func (n *Namespace) Claim(leaseName, holderName string, duration time.Duration) 
 // holds it. On nil, the holder keeps the lease until at least duration
 // after the call started. ErrClaimDenied means another holder holds it.
 func (n *Namespace) ClaimContext(ctx context.Context, leaseName, holderName string, duration time.Duration) error {
+	_, err := n.ClaimTenure(ctx, leaseName, holderName, duration)
+	return err
+}
+
+// ClaimTenure is ClaimContext that also returns, on success, the fencing
+// token of the holder's tenure (what a Token's Check gives as
+// natskv.Fence.Revision). Every extension of a tenure returns the same
+// token. A holder renewing by claims that gets a different one lost the
+// lease in between, because it was released or expired, and another
+// holder may have held it meanwhile: Elect ends leadership then. The token
+// is 0 from an agent older than the field.
+func (n *Namespace) ClaimTenure(ctx context.Context, leaseName, holderName string, duration time.Duration) (fence uint64, err error) {
 	if err := checkNames("lease", leaseName, "holder", holderName); err != nil {
-		return err
+		return 0, err
 	}
 	if duration <= 0 {
-		return fmt.Errorf("%w: duration %v must be positive", protocol.ErrInvalidArgument, duration)
+		return 0, fmt.Errorf("%w: duration %v must be positive", protocol.ErrInvalidArgument, duration)
 	}
 	in := &messages.ClaimRequest{Lease: leaseName, Holder: holderName, Duration: durationpb.New(duration)}
-	return n.c.call(ctx, protocol.OpClaim, n.name, in, &messages.ClaimReply{}, true)
+	out := &messages.ClaimReply{}
+	if err := n.c.call(ctx, protocol.OpClaim, n.name, in, out, true); err != nil {
+		return 0, err
+	}
+	return out.GetRevision(), nil
 }
 
 // Release gives up a lease that holder holds, now. ErrNotHeld means holder

@@ -22,9 +22,10 @@ func newHoldCommand(a *app) *cobra.Command {
 		Use:   "hold NS LEASE HOLDER DURATION -- CMD [ARGS...]",
 		Short: "Run a command while holding a lease",
 		Long: "hold waits until HOLDER can claim LEASE, then runs CMD while renewing the lease\n" +
-			"every DURATION/3 (DURATION is at least 100ms). If a renewal is denied or cannot\n" +
-			"be made in time, CMD gets SIGTERM DURATION/5 before the lease could pass to anyone\n" +
-			"else, and SIGKILL half of that later. When CMD exits the lease is released, and\n" +
+			"every DURATION/3 (DURATION is at least 100ms). If the lease is released in HOLDER's\n" +
+			"name (leaseagent release) or a renewal is denied, CMD gets SIGTERM at once; if no\n" +
+			"renewal can be made in time, DURATION/5 before the lease could pass to anyone\n" +
+			"else. SIGKILL follows half of DURATION/5 later. When CMD exits the lease is released, and\n" +
 			"hold exits with CMD's status; it exits 1 if the lease was lost. Like 'consul lock'\n" +
 			"and flock(1).",
 		Example: "  leaseagent hold myapp cron host-1 30s -- ./nightly-job.sh",

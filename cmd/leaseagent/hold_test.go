@@ -125,6 +125,31 @@ func TestHoldReleasesAClaimGrantedAsItGaveUp(t *testing.T) {
 	mustCLI(t, d.url, 0, "claim", "ns", "job", "b", "10s")
 }
 
+// A lease released in the holder's name while hold runs its command (an
+// operator's `leaseagent release`) stops the command at once, not at the
+// next renewal a third of the duration later, and hold says it lost the
+// lease.
+func TestHoldStopsItsCommandWhenTheLeaseIsReleased(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	h := start(t, d.url, "hold", "ns", "job", "a", "1m", "--",
+		"sh", "-c", `trap 'echo terminated; exit 0' TERM; echo running; while :; do sleep 0.05; done`)
+	if line := nextLine(t, h.stdout, "the command"); line != "running" {
+		t.Fatalf("the command printed %q", line)
+	}
+	released := time.Now()
+	mustCLI(t, d.url, 0, "release", "ns", "job", "a")
+	if line := nextLine(t, h.stdout, "the command"); line != "terminated" {
+		t.Fatalf("the command printed %q, want it terminated", line)
+	}
+	// Renewals come every 20 s: the event, not a renewal, stopped it.
+	if took := time.Since(released); took > 10*time.Second {
+		t.Fatalf("the command was stopped %v after the release", took)
+	}
+	if code := h.exitCode(t); code != exitNotHeld {
+		t.Fatalf("hold exited %d, want %d (the lease was lost)", code, exitNotHeld)
+	}
+}
+
 func TestHoldUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"hold", "ns", "job", "a", "3s"},                 // no command
