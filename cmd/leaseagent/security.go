@@ -11,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -263,4 +265,93 @@ func refusal(ctx context.Context, err error) error {
 		return cause
 	}
 	return err
+}
+
+// agentNATSErrors hears what the NATS server tells the agent's own
+// connection asynchronously, above all that it refused a publish or a
+// subscription its credentials do not permit (docs/security.md, "The
+// agent's own permissions"). The server drops a refused publish: a
+// refused request gets no answer and would only time out, a refused
+// reply or event is lost without a word. So during start-up a refusal
+// fails the start at once, naming the subject; once the agent serves,
+// each is logged as an error, at most every refusalLogEvery.
+type agentNATSErrors struct {
+	logger *slog.Logger
+
+	mu        sync.Mutex
+	failStart context.CancelCauseFunc // ends the start's context; nil once started
+	failed    bool                    // the start failed on a refusal: nothing more to say
+	lastLog   time.Time
+	unlogged  int // refusals not logged since lastLog
+}
+
+// refusalLogEvery is how often, at most, the agent logs refusals once it
+// serves: a refused event subject is refused for every event.
+const refusalLogEvery = 10 * time.Second
+
+// option returns the nats option that reports to e.
+func (e *agentNATSErrors) option() nats.Option {
+	return nats.ErrorHandler(e.handle)
+}
+
+func (e *agentNATSErrors) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if !errors.Is(err, nats.ErrPermissionViolation) {
+		// A slow consumer, say: without a handler nats.go prints it.
+		attrs := []any{"error", err}
+		if sub != nil {
+			attrs = append(attrs, "subject", sub.Subject)
+		}
+		e.logger.Warn("NATS connection error", attrs...)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.failed:
+		return
+	case e.failStart != nil:
+		e.failStart(agentRefused(err))
+		return
+	}
+	now := time.Now()
+	if !e.lastLog.IsZero() && now.Sub(e.lastLog) < refusalLogEvery {
+		e.unlogged++
+		return
+	}
+	e.logger.Error("the NATS server refused the agent a subject its credentials do not permit; see docs/security.md (logged at most every "+refusalLogEvery.String()+")",
+		"error", err, "unlogged", e.unlogged)
+	e.lastLog, e.unlogged = now, 0
+}
+
+// started ends start-up, whose context is ctx: from now on refusals are
+// logged. It returns the refusal of a subject during start-up, if there
+// was one, in place of err: a refused request ends in a timeout whose
+// error says nothing of why. The refusals of the subscriptions made
+// before nc's last flush are known by then.
+func (e *agentNATSErrors) started(ctx context.Context, nc *nats.Conn, err error) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.failStart == nil {
+		return err
+	}
+	refused := context.Cause(ctx)
+	if refused == nil || !errors.Is(refused, nats.ErrPermissionViolation) {
+		refused = nil
+		if last := nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			refused = agentRefused(last)
+		}
+	}
+	e.failStart(nil)
+	e.failStart = nil
+	if refused != nil {
+		e.failed = true
+		return refused
+	}
+	return err
+}
+
+// agentRefused is the error of a start-up in which the NATS server
+// refused the agent a subject.
+func agentRefused(err error) error {
+	return fmt.Errorf("refused by the NATS server: %w (the agent's credentials must permit the subjects docs/security.md lists under \"The agent's own permissions\")", err)
 }

@@ -243,6 +243,11 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		where string
 		err   error
 	)
+	// Until the agent serves, a subject the NATS server refuses it ends
+	// startCtx, and with it the start, naming the subject.
+	startCtx, failStart := context.WithCancelCause(ctx)
+	defer failStart(nil)
+	natsErrs := &agentNATSErrors{logger: logger, failStart: failStart}
 	if cfg.NATSURL != "" {
 		opts := append([]nats.Option{
 			nats.Name("leaseagent"),
@@ -256,6 +261,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 			nats.ReconnectHandler(func(nc *nats.Conn) {
 				logger.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
 			}),
+			natsErrs.option(),
 		}, cfg.NATSOptions...)
 		if r.nc, err = nats.Connect(cfg.NATSURL, opts...); err != nil {
 			return fmt.Errorf("connect to %s: %w", redactURL(cfg.NATSURL), explainAuth(err))
@@ -277,7 +283,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		if err != nil {
 			return err
 		}
-		if r.nc, err = r.srv.Connect(append(cfg.AgentOptions, nats.Name("leaseagent"))...); err != nil {
+		if r.nc, err = r.srv.Connect(append(cfg.AgentOptions, nats.Name("leaseagent"), natsErrs.option())...); err != nil {
 			return errors.Join(fmt.Errorf("connect to the embedded server: %w", err), r.stop(logger))
 		}
 		where = fmt.Sprintf("%s (embedded, data in %s%s)", r.srv.ClientURL(), cfg.DataDir, clusterSuffix(cfg, r.srv))
@@ -303,7 +309,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		minBatch = actors.DefaultMinBatch
 		interest = r.srv.Interest
 	}
-	r.mgr, err = startManager(ctx, cfg, r.srv, actors.Config{
+	r.mgr, err = startManager(startCtx, cfg, r.srv, actors.Config{
 		MinBatch:        minBatch,
 		Interest:        interest,
 		Metrics:         m,
@@ -319,6 +325,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		Policy:          cfg.Policy,
 	}, logger)
 	if err != nil {
+		err = natsErrs.started(startCtx, r.nc, err)
 		stopErr := r.stop(logger)
 		if ctx.Err() != nil && stopErr == nil {
 			logger.Info("stopped before serving", "cause", context.Cause(ctx))
@@ -339,7 +346,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		MaxRequestsInflight:          cfg.MaxInflight,
 		MaxNamespaceRequestsInflight: cfg.MaxNSInflight,
 	})
-	if err != nil {
+	if err = natsErrs.started(startCtx, r.nc, err); err != nil {
 		return errors.Join(fmt.Errorf("start the agent service: %w", err), r.stop(logger))
 	}
 	r.serving.Store(true)
