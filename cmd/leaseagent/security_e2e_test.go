@@ -222,22 +222,26 @@ func startNATSServer(t *testing.T, config string) string {
 }
 
 // exampleNATSConfig is docs/nats-server.example.conf, made to listen on a
-// free port and store under dir.
-func exampleNATSConfig(t *testing.T, dir string) string {
+// free port and store under dir, with one user more: testAdmin, who may
+// do anything, for the tests to set up and look at what no user of the
+// example may. Each edit then replaces every occurrence of its first
+// string, which must be there, with its second.
+func exampleNATSConfig(t *testing.T, dir string, edits ...[2]string) string {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-server.example.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	conf := string(data)
-	for old, new := range map[string]string{
-		"listen: 127.0.0.1:4222":     "listen: 127.0.0.1:-1",
-		`store_dir: "/var/lib/nats"`: fmt.Sprintf("store_dir: %q", dir),
-	} {
-		if !strings.Contains(conf, old) {
-			t.Fatalf("docs/nats-server.example.conf lacks %q", old)
+	for _, e := range append([][2]string{
+		{"listen: 127.0.0.1:4222", "listen: 127.0.0.1:-1"},
+		{`store_dir: "/var/lib/nats"`, fmt.Sprintf("store_dir: %q", dir)},
+		{"users = [\n", fmt.Sprintf("users = [\n    { user: %q, password: %q }\n", testAdmin[1], testAdmin[3])},
+	}, edits...) {
+		if !strings.Contains(conf, e[0]) {
+			t.Fatalf("docs/nats-server.example.conf lacks %q", e[0])
 		}
-		conf = strings.ReplaceAll(conf, old, new)
+		conf = strings.ReplaceAll(conf, e[0], e[1])
 	}
 	return conf
 }
@@ -332,8 +336,8 @@ func TestExternalServerAuthAndNamespacePermissions(t *testing.T) {
 		t.Fatal("no permissions violation reported")
 	}
 
-	// The agent's own view: b was never claimed.
-	mustCLI(t, url, exitNotHeld, "--user", "leaseagent", "--password", "agent-secret", "check", "b", "leader", "unit-0")
+	// b was never claimed.
+	mustCLI(t, url, exitNotHeld, append(testAdmin, "check", "b", "leader", "unit-0")...)
 }
 
 // TestSecurityDocHasTheTestedConfig keeps docs/security.md's nats-server
@@ -384,15 +388,26 @@ var (
 	exampleService  = []string{"--user", "service-a", "--password", "a-secret"}
 	exampleObserver = []string{"--user", "observer-a", "--password", "o-secret"}
 	exampleOperator = []string{"--user", "operator", "--password", "op-secret"}
+	// testAdmin is the user exampleNATSConfig adds: it may do anything.
+	testAdmin = []string{"--user", "test-admin", "--password", "admin-secret"}
 )
 
 // startExampleSetup runs nats-server with docs/nats-server.example.conf and
-// the agent on it as its user, and returns the server's URL.
+// the agent on it as its user, with agent ID agent-1, and returns the
+// server's URL.
 func startExampleSetup(t *testing.T) string {
 	t.Helper()
 	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
-	startAgent(t, append([]string{"--nats-url", url}, exampleAgent...)...)
+	startExampleAgent(t, url, "agent-1")
 	return url
+}
+
+// startExampleAgent starts an agent on the server at url as the agent's
+// user of docs/nats-server.example.conf, with agent ID id and more args.
+func startExampleAgent(t *testing.T, url, id string, args ...string) *proc {
+	t.Helper()
+	p, _ := startAgent(t, append(append([]string{"--nats-url", url, "--agent-id", id}, exampleAgent...), args...)...)
+	return p
 }
 
 // TestExampleNATSConfigAllowsEachRoleItsCommands runs, as each user of
@@ -402,7 +417,7 @@ func TestExampleNATSConfigAllowsEachRoleItsCommands(t *testing.T) {
 	url := startExampleSetup(t)
 	// Something to find: a lease in a (held), one in b.
 	mustCLI(t, url, 0, append(exampleService, "claim", "a", "held", "unit-0", "1m")...)
-	mustCLI(t, url, 0, append(exampleAgent, "claim", "b", "other", "unit-0", "1m")...)
+	mustCLI(t, url, 0, append(testAdmin, "claim", "b", "other", "unit-0", "1m")...)
 
 	for _, tc := range []struct {
 		name string
@@ -418,7 +433,7 @@ func TestExampleNATSConfigAllowsEachRoleItsCommands(t *testing.T) {
 		{"observer: check", append(exampleObserver, "check", "a", "leader", "unit-0"), nil},
 		{"observer: leases", append(exampleObserver, "leases", "a"), []string{"leader"}},
 		{"observer: wait", append(exampleObserver, "--timeout", "5s", "wait", "a", "free"), nil},
-		{"operator: status", append(exampleOperator, "status", "--json"), []string{`"name": "a"`, `"name": "b"`, `"stream": "KV_leases"`}},
+		{"operator: status", append(exampleOperator, "status", "--json"), []string{`"name": "a"`, `"name": "b"`, `"stream": "KV_leases"`, `"id": "agent-1"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stdout, _ := mustCLI(t, url, 0, tc.args...)
@@ -502,12 +517,7 @@ func TestExampleNATSConfigKeepsTheAgentsSubjectsAndTheBucketTheAgents(t *testing
 		"observer": {"observer-a", "o-secret"},
 		"operator": {"operator", "op-secret"},
 	}
-	type action struct {
-		name      string
-		subscribe bool // else publish
-		subject   string
-	}
-	forbidden := []action{
+	forbidden := []natsAction{
 		{"forge an expiry", false, "lease.expired.a.leader"},
 		{"forge a claim", false, "lease.claimed.a.leader"},
 		{"write the bucket", false, "$KV.leases.a.leader"},
@@ -522,36 +532,48 @@ func TestExampleNATSConfigKeepsTheAgentsSubjectsAndTheBucketTheAgents(t *testing
 	}
 	for role, cred := range users {
 		for _, a := range forbidden {
-			t.Run(role+": "+a.name, func(t *testing.T) {
-				refused := make(chan error, 4)
-				nc, err := nats.Connect(url, nats.UserInfo(cred[0], cred[1]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-					refused <- err
-				}))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(nc.Close)
-				if a.subscribe {
-					_, err = nc.SubscribeSync(a.subject)
-				} else {
-					err = nc.Publish(a.subject, []byte("forged"))
-				}
-				if err == nil {
-					err = nc.Flush()
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				select {
-				case err := <-refused:
-					if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), `"`+a.subject+`"`) {
-						t.Errorf("refused with %v, want a permissions violation on %q", err, a.subject)
-					}
-				case <-time.After(refusedWithin):
-					t.Errorf("%s on %q was not refused", map[bool]string{false: "publish", true: "subscribe"}[a.subscribe], a.subject)
-				}
-			})
+			t.Run(role+": "+a.name, func(t *testing.T) { requireRefused(t, url, cred[0], cred[1], a) })
 		}
+	}
+}
+
+// natsAction is a publish or a subscription on a subject.
+type natsAction struct {
+	name      string
+	subscribe bool // else publish
+	subject   string
+}
+
+// requireRefused connects to url as user and does a: the server must
+// refuse it, at once, naming its subject.
+func requireRefused(t *testing.T, url, user, password string, a natsAction) {
+	t.Helper()
+	refused := make(chan error, 4)
+	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		refused <- err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	if a.subscribe {
+		_, err = nc.SubscribeSync(a.subject)
+	} else {
+		err = nc.Publish(a.subject, []byte("forged"))
+	}
+	if err == nil {
+		err = nc.Flush()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-refused:
+		if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(err.Error(), `"`+a.subject+`"`) {
+			t.Errorf("refused with %v, want a permissions violation on %q", err, a.subject)
+		}
+	case <-time.After(refusedWithin):
+		t.Errorf("%s on %q was not refused", map[bool]string{false: "publish", true: "subscribe"}[a.subscribe], a.subject)
 	}
 }
 
