@@ -577,6 +577,94 @@ func requireRefused(t *testing.T, url, user, password string, a natsAction) {
 	}
 }
 
+// TestExampleNATSConfigConfinesTheAgent tries, as the agent's user of
+// docs/nats-server.example.conf, what the agent has no business doing:
+// the server refuses each, so the permissions the other tests run the
+// agent with do confine it. The agent serves on, its bucket intact.
+func TestExampleNATSConfigConfinesTheAgent(t *testing.T) {
+	url := startExampleSetup(t)
+	mustCLI(t, url, 0, append(exampleService, "claim", "a", "leader", "unit-0", "1m")...)
+	for _, a := range []natsAction{
+		{"delete the bucket", false, "$JS.API.STREAM.DELETE.KV_leases"},
+		{"purge the bucket", false, "$JS.API.STREAM.PURGE.KV_leases"},
+		{"delete a record", false, "$JS.API.STREAM.MSG.DELETE.KV_leases"},
+		{"read a follower's copy, maybe stale", false, "$JS.API.DIRECT.GET.KV_leases.$KV.leases.a.leader"},
+		{"create another stream", false, "$JS.API.STREAM.CREATE.KV_other"},
+		{"list the account's streams", false, "$JS.API.STREAM.LIST"},
+		{"write another bucket", false, "$KV.other.a.leader"},
+		{"send a lease request", false, "lease.claim.a"},
+		{"publish on a reply subject nobody asked on", false, "_INBOX.unasked"},
+		{"publish on another application's subject", false, "orders.created"},
+		{"hear the events", true, "lease.expired.>"},
+		{"tap the bucket's writes", true, "$KV.leases.>"},
+		{"answer another service's discovery", true, "$SRV.INFO.billing"},
+		{"hear everything", true, ">"},
+	} {
+		t.Run(a.name, func(t *testing.T) { requireRefused(t, url, "leaseagent", "agent-secret", a) })
+	}
+	mustCLI(t, url, 0, append(exampleService, "check", "a", "leader", "unit-0")...)
+}
+
+// TestAgentRefusedASubjectAtStartSaysWhich runs the agent with one
+// permission of docs/nats-server.example.conf taken from its user: it
+// stops at start-up with exit code 2 and an error naming the refused
+// subject and where the permissions are listed, rather than wait out
+// --start-timeout or serve half.
+func TestAgentRefusedASubjectAtStartSaysWhich(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  [2]string
+		want  string // refused, in the error
+		limit time.Duration
+	}{
+		{"the bucket's stream info", [2]string{`"$JS.API.STREAM.INFO.KV_leases",`, ""},
+			`Publish to "$JS.API.STREAM.INFO.KV_leases"`, refusedWithin},
+		{"the claim requests", [2]string{`"lease.claim.*", "lease.claim.*.>",`, ""},
+			`Subscription to "lease.claim.*`, refusedWithin},
+		// The start-up questions to other agents (which bucket, is the
+		// ID taken) go unanswered then, and each waits out its 2 s.
+		{"the other agents", [2]string{`"_leaseagent.lease.>",`, ""},
+			`Subscription to "_leaseagent.lease.bucket"`, refusedWithin + 4*time.Second},
+		{"replies", [2]string{"allow_responses: true", ""},
+			`Publish to "_INBOX.`, refusedWithin + 4*time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := startNATSServer(t, exampleNATSConfig(t, t.TempDir(), tc.edit))
+			begin := time.Now()
+			_, stderr, code := cli(t, "", append([]string{"serve", "--nats-url", url, "--agent-id", "agent-1"}, exampleAgent...)...)
+			if took := time.Since(begin); took > tc.limit {
+				t.Errorf("the agent took %v to fail, want at most %v", took, tc.limit)
+			}
+			if code != exitUsage {
+				t.Fatalf("exit code %d, want %d; stderr %q", code, exitUsage, stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			last := lines[len(lines)-1]
+			for _, want := range []string{"leaseagent: start the ", "Permissions Violation for " + tc.want, "The agent's own permissions"} {
+				if !strings.Contains(last, want) {
+					t.Errorf("last line of stderr %q lacks %q", last, want)
+				}
+			}
+		})
+	}
+}
+
+// TestAgentLogsARefusedEvent runs the agent without the permission to
+// publish events: it serves, and logs an error naming the refused event
+// subject.
+func TestAgentLogsARefusedEvent(t *testing.T) {
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir(), [2]string{`"lease.expired.>", "lease.claimed.>",`, ""}))
+	p := startExampleAgent(t, url, "agent-1")
+	mustCLI(t, url, 0, append(exampleService, "claim", "a", "leader", "unit-0", "1m")...)
+	line := lineContaining(t, p.stderr, "the NATS server refused the agent a subject")
+	for _, want := range []string{"level=ERROR", `Publish to \"lease.claimed.a.leader\"`, "docs/security.md"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %q lacks %q", line, want)
+		}
+	}
+	mustCLI(t, url, 0, append(exampleService, "check", "a", "leader", "unit-0")...)
+}
+
 // writeCreds writes a credentials file for a new user of the account
 // signed by accountKP, with perms, and returns its path.
 func writeCreds(t *testing.T, accountKP nkeys.KeyPair, name string, perms jwt.Permissions) string {
