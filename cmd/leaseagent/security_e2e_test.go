@@ -1,23 +1,33 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/leaseagent/lease/agent"
 	"github.com/leaseagent/lease/client"
 	"github.com/leaseagent/lease/internal/testcert"
+	"github.com/leaseagent/lease/messages"
+	"github.com/leaseagent/lease/natskv"
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // refusedWithin bounds how long a command refused by the NATS server may
@@ -603,6 +613,243 @@ func TestExampleNATSConfigConfinesTheAgent(t *testing.T) {
 		t.Run(a.name, func(t *testing.T) { requireRefused(t, url, "leaseagent", "agent-secret", a) })
 	}
 	mustCLI(t, url, 0, append(exampleService, "check", "a", "leader", "unit-0")...)
+}
+
+// eventRevision is the revision a line of `leaseagent watch` names.
+var eventRevision = regexp.MustCompile(` revision=(\d+)`)
+
+// TestExampleNATSConfigAgentExpiresAndAnnounces runs the agent with its
+// permissions of docs/nats-server.example.conf, and with --prefix and
+// --bucket and those permissions rewritten as the file's comment says: it
+// serves claim, check, leases and wait (state), announces a claim, expires
+// a lease claimed for a second on its own timer and announces that with
+// the claim's revision.
+func TestExampleNATSConfigAgentExpiresAndAnnounces(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edits [][2]string
+		flags []string // of the agent
+	}{
+		{"default prefix and bucket", nil, nil},
+		{"--prefix locks --bucket held", [][2]string{
+			{`"lease.`, `"locks.`},
+			{`"_leaseagent.lease.>"`, `"_leaseagent.locks.>"`},
+			{`"$KV.leases.>"`, `"$KV.held.>"`},
+			{"KV_leases", "KV_held"},
+		}, []string{"--prefix", "locks", "--bucket", "held"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := startNATSServer(t, exampleNATSConfig(t, t.TempDir(), tc.edits...))
+			startExampleAgent(t, url, "agent-1", tc.flags...)
+			service := exampleService
+			if len(tc.flags) > 0 {
+				service = append(append([]string{}, exampleService...), tc.flags[:2]...) // --prefix
+			}
+			w := start(t, url, append(service, "--log-level", "debug", "watch", "a")...)
+			lineContaining(t, w.stderr, "watching")
+
+			mustCLI(t, url, 0, append(service, "claim", "a", "brief", "unit-0", "1s")...)
+			mustCLI(t, url, 0, append(service, "check", "a", "brief", "unit-0")...)
+			if out, _ := mustCLI(t, url, 0, append(service, "leases", "a")...); !strings.Contains(out, "brief") {
+				t.Errorf("leases a printed %q, want the lease brief", out)
+			}
+			claimed := lineContaining(t, w.stdout, "claimed a/brief holder=unit-0")
+			expired := lineContaining(t, w.stdout, "expired a/brief holder=unit-0")
+			c, e := eventRevision.FindStringSubmatch(claimed), eventRevision.FindStringSubmatch(expired)
+			if c == nil || e == nil || c[1] != e[1] {
+				t.Errorf("claimed %q, then expired %q: want the claim's revision in both", claimed, expired)
+			}
+			mustCLI(t, url, exitNotHeld, append(service, "check", "a", "brief", "unit-0")...)
+			mustCLI(t, url, 0, append(service, "--timeout", "5s", "wait", "a", "brief")...)
+		})
+	}
+}
+
+// claimMany claims n leases named prefix-<i> for holder in namespace ns
+// through the client package as service-a of docs/nats-server.example.conf,
+// 64 at a time.
+func claimMany(t *testing.T, url, ns, prefix, holder string, n int) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		slots    = make(chan struct{}, 64)
+	)
+	for i := range n {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := c.Namespace(ns).ClaimContext(ctx, fmt.Sprintf("%s%05d", prefix, i), holder, time.Hour); err != nil {
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatalf("claim: %v", firstErr)
+	}
+}
+
+// leaseRevisions returns the held leases of namespace ns with their
+// revisions, read through the client package as service-a.
+func leaseRevisions(t *testing.T, url, ns string) map[string]uint64 {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := client.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	leases, err := c.Namespace(ns).Leases(ctx)
+	if err != nil {
+		t.Fatalf("leases of %s: %v", ns, err)
+	}
+	revisions := make(map[string]uint64, len(leases))
+	for _, l := range leases {
+		revisions[l.Lease] = l.Revision
+	}
+	return revisions
+}
+
+// TestExampleNATSConfigAgentReloadsAfterRestart stops the agent of
+// docs/nats-server.example.conf and starts another agent process in its
+// place, as the same user: it reads the namespace back from the bucket,
+// every lease with its fencing token. The namespace is large (some 3 MB
+// of records): the ordered consumer the agent reads it with stalls
+// after 2 MB unless the agent answers JetStream's flow control on
+// $JS.FC, which only allow_responses permits it, and the namespace would
+// not be served.
+func TestExampleNATSConfigAgentReloadsAfterRestart(t *testing.T) {
+	const n = 4000
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
+	first := startExampleAgent(t, url, "agent-1")
+	// Names and holders of the longest kind: each record takes about
+	// 700 bytes to deliver.
+	claimMany(t, url, "a", strings.Repeat("x", natskv.MaxNameBytes-5), strings.Repeat("h", natskv.MaxNameBytes), n)
+	before := leaseRevisions(t, url, "a")
+	if len(before) != n {
+		t.Fatalf("%d leases held, want %d", len(before), n)
+	}
+	if code := first.stop(t, syscall.SIGTERM); code != 0 {
+		t.Fatalf("the first agent exited with code %d after SIGTERM", code)
+	}
+
+	startExampleAgent(t, url, "agent-2")
+	after := leaseRevisions(t, url, "a")
+	if !maps.Equal(after, before) {
+		t.Errorf("after the restart %d leases are held, want the %d held before with their revisions", len(after), len(before))
+	}
+}
+
+// micro service stats of the agents, as `nats micro stats` reads them.
+func agentStats(t *testing.T, url string, agents int) map[string]micro.Stats {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.UserInfo(testAdmin[1], testAdmin[3]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	inbox := nc.NewInbox()
+	answers, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := micro.ControlSubject(micro.StatsVerb, agent.ServiceName, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
+		t.Fatal(err)
+	}
+	stats := make(map[string]micro.Stats)
+	for len(stats) < agents {
+		m, err := answers.NextMsg(waitLimit)
+		if err != nil {
+			t.Fatalf("stats of %d agents of %d: %v", len(stats), agents, err)
+		}
+		var s micro.Stats
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			t.Fatalf("stats %q: %v", m.Data, err)
+		}
+		stats[s.Metadata[agent.MetadataAgentID]] = s
+	}
+	return stats
+}
+
+// TestExampleNATSConfigAgentsForwardToTheOwner runs two agents as the
+// agent's user of docs/nats-server.example.conf on one bucket. agent-1
+// owns namespace a; the requests for a that the queue group gives
+// agent-2 (about half) are forwarded to agent-1 on _leaseagent.lease.>,
+// whose answers agent-2 relays to the caller. The requests are raw, not
+// retried as the client package would: a forward or relay the server
+// refused would leave one unanswered.
+func TestExampleNATSConfigAgentsForwardToTheOwner(t *testing.T) {
+	url := startNATSServer(t, exampleNATSConfig(t, t.TempDir()))
+	startExampleAgent(t, url, "agent-1")
+	mustCLI(t, url, 0, append(exampleService, "claim", "a", "leader", "unit-0", "1m")...)
+	startExampleAgent(t, url, "agent-2")
+
+	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ask := func(subject string, req, reply proto.Message) {
+		t.Helper()
+		data, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := nc.Request(subject, data, refusedWithin)
+		if err != nil {
+			t.Fatalf("%s: %v", subject, err)
+		}
+		if err := proto.Unmarshal(m.Data, reply); err != nil {
+			t.Fatalf("%s: reply %q: %v", subject, m.Data, err)
+		}
+	}
+	const n = 32
+	for i := range n {
+		name := fmt.Sprintf("forwarded-%d", i)
+		var claimed messages.ClaimReply
+		ask("lease.claim.a", &messages.ClaimRequest{Lease: name, Holder: "unit-0", Duration: durationpb.New(time.Minute)}, &claimed)
+		var checked messages.CheckReply
+		ask("lease.check.a", &messages.CheckRequest{Lease: name, Holder: "unit-0"}, &checked)
+		if claimed.GetStatus().GetCode() != messages.Code_CODE_OK || checked.GetStatus().GetCode() != messages.Code_CODE_OK {
+			t.Fatalf("%s: claim %v, then check %v; want both OK", name, claimed.GetStatus(), checked.GetStatus())
+		}
+	}
+
+	stats := agentStats(t, url, 2)
+	received := 0
+	for _, e := range stats["agent-2"].Endpoints {
+		received += e.NumRequests
+	}
+	if received == 0 {
+		t.Errorf("agent-2 received none of the %d requests: nothing was forwarded (stats %+v)", 2*n, stats)
+	}
+	if r := statusOf(t, url, exampleOperator...); namespaceRow(t, r, "a").Owner != "agent-1" {
+		t.Errorf("status: namespace a owned by %q, want agent-1", namespaceRow(t, r, "a").Owner)
+	}
 }
 
 // TestAgentRefusedASubjectAtStartSaysWhich runs the agent with one
