@@ -58,7 +58,7 @@ func newHoldCommand(a *app) *cobra.Command {
 			// runs, hold exits with its status, signalled or not.)
 			var cmdExit *commandExit
 			if err != nil && cmd.Context().Err() != nil && !errors.As(err, &cmdExit) {
-				return fmt.Errorf("hold %s/%s for %s: %w", args[0], args[1], args[2], interrupted(cmd.Context()))
+				return fmt.Errorf("hold %s for %s: %w", leaseRef(args[0], args[1]), printable(args[2]), interrupted(cmd.Context()))
 			}
 			return err
 		},
@@ -124,7 +124,7 @@ func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d
 	case runErr != nil:
 		return fmt.Errorf("run %s: %w", argv[0], runErr)
 	case errors.Is(err, client.ErrLeadershipLost):
-		return fmt.Errorf("%w: lost %s/%s, stopped %s: %w", lease.ErrNotHeld, ns.Name(), leaseName, argv[0], err)
+		return fmt.Errorf("%w: lost %s, stopped %s: %w", lease.ErrNotHeld, leaseRef(ns.Name(), leaseName), argv[0], err)
 	case status != 0:
 		return &commandExit{code: status}
 	}
@@ -180,7 +180,7 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration, released bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), min(within, notAcquiredAsk))
 	defer cancel()
-	prefix := fmt.Sprintf("hold %s/%s for %s: not acquired within --timeout %v", ns.Name(), leaseName, holder, within)
+	prefix := fmt.Sprintf("hold %s for %s: not acquired within --timeout %v", leaseRef(ns.Name(), leaseName), printable(holder), within)
 	if !released { // by Elect already (client.ErrClaimReleased)
 		switch err := ns.Release(ctx, leaseName, holder); {
 		case err == nil:
@@ -199,7 +199,7 @@ func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Dur
 	case !st.Held:
 		return fmt.Errorf("%s: %w: the lease is free, but no claim got through in time", prefix, protocol.ErrUnavailable)
 	}
-	return fmt.Errorf("%s: %w: held by %s", prefix, lease.ErrClaimDenied, st.Holder)
+	return fmt.Errorf("%s: %w: held by %s", prefix, lease.ErrClaimDenied, printable(st.Holder))
 }
 
 // notAcquiredAsk bounds how long hold, having given up, asks the agent

@@ -162,6 +162,16 @@
 // it collects the agents' answers, default 500ms). docs/operations.md
 // explains the columns.
 //
+// Names may hold control characters (docs/protocol.md). Every table, watch
+// line and error line prints a name as it is if it is made of printable,
+// non-space characters and does not begin with '"'; any other name is
+// quoted as a Go string, so a lease named "x\x1b[2J" is printed
+// "x\x1b[2J" and never clears the terminal. A namespace holding '/' is
+// also quoted where it is followed by /LEASE (watch, error lines), and one
+// holding ',' in status's OWNS list, so the first '/' or ',' outside quotes
+// separates. status --json and the logs carry names as they are, escaped
+// by JSON and by the log format.
+//
 // Errors go to standard error as one line, "leaseagent: <message>".
 //
 // # Exit codes
@@ -241,7 +251,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 		if errors.As(err, &usage) {
 			msg += a.sourcesOf(msg)
 		}
-		fmt.Fprintf(stderr, "leaseagent: %s\n", strings.ReplaceAll(msg, "\n", "; "))
+		fmt.Fprintf(stderr, "leaseagent: %s\n", escapeControls(strings.ReplaceAll(msg, "\n", "; ")))
 	}
 	return exitCode(err)
 }

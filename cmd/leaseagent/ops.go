@@ -9,11 +9,9 @@ import (
 	"log/slog"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -83,8 +81,10 @@ func newLeasesCommand(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "leases NS",
 		Short: "List the held leases of a namespace",
-		Long:  "leases prints a table of the held leases of namespace NS: LEASE, HOLDER, EXPIRES-IN and REVISION.",
-		Args:  exactArgs("NS"),
+		Long: "leases prints a table of the held leases of namespace NS: LEASE, HOLDER, EXPIRES-IN and REVISION.\n" +
+			"A name that holds anything but printable characters, or begins with '\"', is printed\n" +
+			"quoted as a Go string (\"x\\x1b[2J\").",
+		Args: exactArgs("NS"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withNamespace(cmd, args[0], true, func(ctx context.Context, ns *client.Namespace) error {
 				return listLeases(ctx, ns, a.stdout)
@@ -106,12 +106,12 @@ func newWaitCommand(a *app) *cobra.Command {
 			err := a.withNamespace(cmd, args[0], bounded, func(ctx context.Context, ns *client.Namespace) error {
 				err := wait(ctx, ns, args[1])
 				if bounded && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, protocol.ErrUnavailable) {
-					return fmt.Errorf("wait for %s/%s: still held after %v", args[0], args[1], a.timeout)
+					return fmt.Errorf("wait for %s: still held after %v", leaseRef(args[0], args[1]), a.timeout)
 				}
 				return err
 			})
 			if err != nil && cmd.Context().Err() != nil {
-				return fmt.Errorf("wait for %s/%s: %w", args[0], args[1], interrupted(cmd.Context()))
+				return fmt.Errorf("wait for %s: %w", leaseRef(args[0], args[1]), interrupted(cmd.Context()))
 			}
 			return err
 		},
@@ -125,7 +125,10 @@ func newWatchCommand(a *app) *cobra.Command {
 		Long: "watch prints one line for each lease that gets a new holder (claimed) or stops being\n" +
 			"held (expired, also after a release), in namespace NS or, without NS, in every\n" +
 			"namespace. Events are best effort: one published while watch is disconnected is\n" +
-			"lost. It runs until interrupted, or for --timeout if that is given.",
+			"lost. It runs until interrupted, or for --timeout if that is given.\n" +
+			"A name that holds anything but printable characters, or begins with '\"', is printed\n" +
+			"quoted as a Go string (\"x\\x1b[2J\"); so is a namespace holding '/', so that the first\n" +
+			"'/' outside quotes separates it from the lease.",
 		Example: "  leaseagent watch myapp\n" +
 			"  2026-01-02T03:04:05Z claimed myapp/leader holder=unit-0 revision=12 duration=30s",
 		Args: rangeArgs(0, "[NS]"),
@@ -312,7 +315,7 @@ func redactURL(urls string) string {
 // claim claims or extends a lease.
 func claim(ctx context.Context, ns *client.Namespace, leaseName, holder string, d time.Duration) error {
 	if err := ns.ClaimContext(ctx, leaseName, holder, d); err != nil {
-		return fmt.Errorf("claim %s/%s for %s: %w", ns.Name(), leaseName, holder, err)
+		return fmt.Errorf("claim %s for %s: %w", leaseRef(ns.Name(), leaseName), printable(holder), err)
 	}
 	return nil
 }
@@ -320,7 +323,7 @@ func claim(ctx context.Context, ns *client.Namespace, leaseName, holder string, 
 // release gives a lease up.
 func release(ctx context.Context, ns *client.Namespace, leaseName, holder string) error {
 	if err := ns.Release(ctx, leaseName, holder); err != nil {
-		return fmt.Errorf("release %s/%s for %s: %w", ns.Name(), leaseName, holder, err)
+		return fmt.Errorf("release %s for %s: %w", leaseRef(ns.Name(), leaseName), printable(holder), err)
 	}
 	return nil
 }
@@ -331,10 +334,10 @@ func check(ctx context.Context, ns *client.Namespace, leaseName, holder string, 
 	var fence natskv.Fence
 	tok, ok := ns.Token(leaseName, holder).(*client.Token)
 	if !ok {
-		return fmt.Errorf("check %s/%s: unexpected token type %T", ns.Name(), leaseName, ns.Token(leaseName, holder))
+		return fmt.Errorf("check %s: unexpected token type %T", leaseRef(ns.Name(), leaseName), ns.Token(leaseName, holder))
 	}
 	if err := tok.CheckContext(ctx, &fence); err != nil {
-		return fmt.Errorf("check %s/%s for %s: %w", ns.Name(), leaseName, holder, err)
+		return fmt.Errorf("check %s for %s: %w", leaseRef(ns.Name(), leaseName), printable(holder), err)
 	}
 	_, err := fmt.Fprintln(w, fence.Revision)
 	return err
@@ -344,20 +347,21 @@ func check(ctx context.Context, ns *client.Namespace, leaseName, holder string, 
 func listLeases(ctx context.Context, ns *client.Namespace, w io.Writer) error {
 	leases, err := ns.Leases(ctx)
 	if err != nil {
-		return fmt.Errorf("list leases of %s: %w", ns.Name(), err)
+		return fmt.Errorf("list leases of %s: %w", printable(ns.Name()), err)
 	}
 	return writeLeases(w, leases)
 }
 
 // writeLeases writes leases to w as an aligned table sorted by lease, with
-// expiries rounded to a tenth of a second.
+// expiries rounded to a tenth of a second, and names as printable prints
+// them.
 func writeLeases(w io.Writer, leases []client.LeaseInfo) error {
 	leases = slices.Clone(leases)
 	slices.SortFunc(leases, func(x, y client.LeaseInfo) int { return cmp.Compare(x.Lease, y.Lease) })
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEASE\tHOLDER\tEXPIRES-IN\tREVISION")
 	for _, l := range leases {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", l.Lease, l.Holder, l.ExpiresIn.Round(100*time.Millisecond), l.Revision)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", printable(l.Lease), printable(l.Holder), l.ExpiresIn.Round(100*time.Millisecond), l.Revision)
 	}
 	return tw.Flush()
 }
@@ -365,7 +369,7 @@ func writeLeases(w io.Writer, leases []client.LeaseInfo) error {
 // wait returns once a lease is not held.
 func wait(ctx context.Context, ns *client.Namespace, leaseName string) error {
 	if err := ns.WaitUntilExpiredContext(ctx, leaseName); err != nil {
-		return fmt.Errorf("wait for %s/%s: %w", ns.Name(), leaseName, err)
+		return fmt.Errorf("wait for %s: %w", leaseRef(ns.Name(), leaseName), err)
 	}
 	return nil
 }
@@ -428,18 +432,6 @@ func watch(ctx context.Context, nc *nats.Conn, prefix, ns string, timeout time.D
 	}
 }
 
-// printable returns a name as it is if it is made of printable, non-space
-// characters (every valid name is), and quoted otherwise: anyone who can
-// publish on the event subjects can send any bytes.
-func printable(s string) string {
-	for _, r := range s {
-		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}
-
 // formatEvent returns the line watch prints for an event received at t on
 // subject <prefix>.<kind>.<namespace>.<lease>.
 func formatEvent(t time.Time, prefix, subject string, data []byte) (string, error) {
@@ -457,16 +449,16 @@ func formatEvent(t time.Time, prefix, subject string, data []byte) (string, erro
 			return "", fmt.Errorf("decode claimed event: %w", err)
 		}
 		ns, leaseName := eventNames(ev.GetNamespace(), ev.GetLease(), tokens)
-		return fmt.Sprintf("%s claimed %s/%s holder=%s revision=%d duration=%s",
-			ts, printable(ns), printable(leaseName), printable(ev.GetHolder()), ev.GetRevision(), ev.GetDuration().AsDuration()), nil
+		return fmt.Sprintf("%s claimed %s holder=%s revision=%d duration=%s",
+			ts, leaseRef(ns, leaseName), printable(ev.GetHolder()), ev.GetRevision(), ev.GetDuration().AsDuration()), nil
 	case protocol.EventExpired:
 		var ev messages.ExpiredEvent
 		if err := proto.Unmarshal(data, &ev); err != nil {
 			return "", fmt.Errorf("decode expired event: %w", err)
 		}
 		ns, leaseName := eventNames(ev.GetNamespace(), ev.GetLease(), tokens)
-		return fmt.Sprintf("%s expired %s/%s holder=%s revision=%d",
-			ts, printable(ns), printable(leaseName), printable(ev.GetHolder()), ev.GetRevision()), nil
+		return fmt.Sprintf("%s expired %s holder=%s revision=%d",
+			ts, leaseRef(ns, leaseName), printable(ev.GetHolder()), ev.GetRevision()), nil
 	default:
 		return "", fmt.Errorf("unknown event kind %q", kind)
 	}

@@ -421,9 +421,11 @@ func writeStatus(w io.Writer, r *statusReport) error {
 	for _, a := range r.Agents {
 		owns := "-"
 		if len(a.Owns) > 0 {
+			// A namespace holding a ',' is quoted: the list stays
+			// unambiguous.
 			quoted := make([]string, len(a.Owns))
 			for i, ns := range a.Owns {
-				quoted[i] = printable(ns)
+				quoted[i] = printableSep(ns, ",")
 			}
 			owns = strings.Join(quoted, ",")
 		}
