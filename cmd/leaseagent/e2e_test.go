@@ -402,7 +402,7 @@ func TestEndToEnd(t *testing.T) {
 	// wait: bounded by --timeout while the lease is held, and returns once
 	// it is released.
 	mustCLI(t, d.url, 0, "claim", ns, "w", "h", "1m")
-	_, stderr = mustCLI(t, d.url, exitOther, "wait", "--timeout", "200ms", ns, "w")
+	_, stderr = mustCLI(t, d.url, exitNotHeld, "wait", "--timeout", "200ms", ns, "w")
 	if !strings.Contains(stderr, "still held") {
 		t.Errorf("wait --timeout: stderr %q does not say still held", stderr)
 	}
@@ -525,6 +525,9 @@ func TestCLIUsage(t *testing.T) {
 		{"check", "--nats-url", "nats://u:secret@bad host:4222", "ns", "l", "h"},
 		{"status", "--nats-url", "nats://[::1"},
 		{"serve", "--nats-url", "nats://bad host:4222"},
+		{"leases", "--nats-url=bogus://u:secret@x", "ns"},
+		{"serve", "--nats-url", "nats-route://127.0.0.1:6222"},
+		{"check", "--nats-url", "nats://127.0.0.1:4222,ws://127.0.0.1:8080", "ns", "l", "h"},
 	} {
 		_, stderr := mustCLI(t, "", exitUsage, args...)
 		checkErrorLine(t, stderr, "see 'leaseagent")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"sync"
@@ -27,7 +28,10 @@ func newHoldCommand(a *app) *cobra.Command {
 			"renewal can be made in time, DURATION/5 before the lease could pass to anyone\n" +
 			"else. SIGKILL follows half of DURATION/5 later. When CMD exits the lease is released, and\n" +
 			"hold exits with CMD's status; it exits 1 if the lease was lost. Like 'consul lock'\n" +
-			"and flock(1).",
+			"and flock(1).\n\n" +
+			"With --timeout, hold gives up if it has not got the lease by then: exit 1 if another\n" +
+			"holder holds it (as wait), 3 if no agent answered in time. If CMD is not found hold\n" +
+			"exits 127, if it cannot be run 126, as env(1) does.",
 		Example: "  leaseagent hold myapp cron host-1 30s -- ./nightly-job.sh",
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()
@@ -122,6 +126,10 @@ func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d
 	case !started:
 		return err
 	case runErr != nil:
+		var notRun *commandNotRun
+		if errors.As(runErr, &notRun) {
+			return notRun // exit 126 or 127
+		}
 		return fmt.Errorf("run %s: %w", argv[0], runErr)
 	case errors.Is(err, client.ErrLeadershipLost):
 		return fmt.Errorf("%w: lost %s, stopped %s: %w", lease.ErrNotHeld, leaseRef(ns.Name(), leaseName), argv[0], err)
@@ -131,14 +139,34 @@ func hold(ctx context.Context, ns *client.Namespace, leaseName, holder string, d
 	return nil
 }
 
+// commandNotRun is hold's error when its command could not be started:
+// exit 127 if it was not found, 126 if it was found but could not be run,
+// as env(1), timeout(1) and the shells do.
+type commandNotRun struct {
+	name string
+	code int
+	err  error
+}
+
+func (e *commandNotRun) Error() string {
+	return fmt.Sprintf("run %s: %v", e.name, e.err)
+}
+
+func (e *commandNotRun) Unwrap() error { return e.err }
+
 // runCommand runs argv until it exits or ctx ends; then it sends SIGTERM,
 // and SIGKILL after grace. It returns the command's exit status (128 plus
-// the signal's number if a signal ended it).
+// the signal's number if a signal ended it), or a *commandNotRun if it
+// could not start it.
 func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return -1, err
+		code := exitCannotRun
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = exitNotFound
+		}
+		return -1, &commandNotRun{name: argv[0], code: code, err: err}
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -172,11 +200,13 @@ func runCommand(ctx context.Context, argv []string, grace time.Duration) (int, e
 // notAcquired is hold's error when it did not get the lease within
 // --timeout. Unless Elect has (released), it first releases the lease, in
 // case a claim of hold's reached the agent just as it gave up (the release
-// queues behind it): then hold had it, and says so (exit 4). Otherwise it asks who holds the
-// lease: denied (exit 1) if another holder does; unavailable (exit 3) if
-// no agent answers, or the lease is free. Each request waits at most
-// notAcquiredAsk. A claim still on its way over the network when the
-// release arrives is not caught: it holds the lease for its duration.
+// queues behind it): then hold had it, too late, and says so (exit 3: the
+// agent's answer did not come in time). Otherwise it asks who holds the
+// lease: denied (exit 1, as wait's "still held") if another holder does;
+// unavailable (exit 3) if no agent answers, or the lease is free. Each
+// request waits at most notAcquiredAsk. A claim still on its way over the
+// network when the release arrives is not caught: it holds the lease for
+// its duration.
 func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Duration, released bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), min(within, notAcquiredAsk))
 	defer cancel()
@@ -190,7 +220,7 @@ func notAcquired(ns *client.Namespace, leaseName, holder string, within time.Dur
 		}
 	}
 	if released {
-		return fmt.Errorf("%s: a claim was granted as hold gave up; released", prefix)
+		return fmt.Errorf("%s: %w: a claim was granted as hold gave up; released", prefix, protocol.ErrUnavailable)
 	}
 	st, err := ns.Lease(ctx, leaseName)
 	switch {

@@ -119,8 +119,8 @@ func TestHoldReleasesAClaimGrantedAsItGaveUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, code := cli(t, d.url, "hold", "--prefix", "slow", "--timeout", "300ms", "ns", "job", "a", "30s", "--", "echo", "ran")
-	if code != exitOther || !strings.Contains(stderr, "granted as hold gave up; released") {
-		t.Fatalf("hold whose claim was granted late: exit %d, stderr %q; want exit %d saying it released the lease", code, stderr, exitOther)
+	if code != exitUnavailable || !strings.Contains(stderr, "granted as hold gave up; released") {
+		t.Fatalf("hold whose claim was granted late: exit %d, stderr %q; want exit %d saying it released the lease", code, stderr, exitUnavailable)
 	}
 	mustCLI(t, d.url, 0, "claim", "ns", "job", "b", "10s")
 }
@@ -210,10 +210,18 @@ func TestHoldRejectsDurationsTooShortToRenew(t *testing.T) {
 }
 
 // wait and hold (still waiting for its lease) stopped by a signal say
-// so, and exit 4 rather than 0: the lease is still held by another.
-func TestWaitAndHoldSayTheyWereInterrupted(t *testing.T) {
+// so, and exit 128 plus the signal's number, as a shell reports a command
+// the signal killed (and as hold does when it killed its command), rather
+// than 0: the lease is still held by another. So does a claim whose
+// answer has not come yet.
+func TestCommandsStoppedBySignalsSayTheyWereInterrupted(t *testing.T) {
 	d := startDaemon(t, t.TempDir())
 	mustCLI(t, d.url, 0, "claim", "ns", "job", "other", "1m")
+	// Requests on prefix "mute" reach this subscriber, which never answers.
+	received := make(chan *nats.Msg, 16)
+	if _, err := connect(t, d.url).ChanSubscribe("mute.>", received); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -223,18 +231,72 @@ func TestWaitAndHoldSayTheyWereInterrupted(t *testing.T) {
 		{"wait SIGTERM", []string{"wait", "ns", "job"}, syscall.SIGTERM, "wait for ns/job: interrupted: terminated signal received"},
 		{"wait SIGINT", []string{"wait", "ns", "job"}, syscall.SIGINT, "wait for ns/job: interrupted: interrupt signal received"},
 		{"hold SIGTERM", []string{"hold", "ns", "job", "a", "10s", "--", "echo", "ran"}, syscall.SIGTERM, "hold ns/job for a: interrupted: terminated signal received"},
+		{"hold SIGINT", []string{"hold", "ns", "job", "a", "10s", "--", "echo", "ran"}, syscall.SIGINT, "hold ns/job for a: interrupted: interrupt signal received"},
+		{"claim SIGINT", []string{"claim", "--prefix", "mute", "ns", "l", "h", "10s"}, syscall.SIGINT, "interrupted: interrupt signal received"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// At debug, the command says when it has connected: it
 			// handles signals from before that.
 			p := start(t, d.url, append([]string{"--log-level", "debug"}, tc.args...)...)
 			lineContaining(t, p.stderr, "msg=connected")
-			if code := p.stop(t, tc.sig); code != exitOther {
-				t.Errorf("leaseagent %s after %v: exit %d, want %d", strings.Join(tc.args, " "), tc.sig, code, exitOther)
+			if tc.args[0] == "claim" {
+				select {
+				case <-received: // the claim is waiting for its answer
+				case <-time.After(waitLimit):
+					t.Fatal("the claim did not arrive")
+				}
 			}
-			if logs := p.logs.String(); !strings.HasSuffix(logs, "\nleaseagent: "+tc.want+"\n") {
+			if code, want := p.stop(t, tc.sig), 128+int(tc.sig); code != want {
+				t.Errorf("leaseagent %s after %v: exit %d, want %d", strings.Join(tc.args, " "), tc.sig, code, want)
+			}
+			if logs := p.logs.String(); !strings.HasSuffix(logs, tc.want+"\n") {
 				t.Errorf("leaseagent %s after %v: stderr %q, want it to end with %q", strings.Join(tc.args, " "), tc.sig, logs, tc.want)
 			}
+		})
+	}
+}
+
+// wait and hold that give up after --timeout while another holds the lease
+// exit alike: 1, the "no" of a denied claim.
+func TestWaitAndHoldTimeOutAlike(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	mustCLI(t, d.url, 0, "claim", "ns", "job", "other", "1m")
+	for _, args := range [][]string{
+		{"wait", "--timeout", "300ms", "ns", "job"},
+		{"hold", "--timeout", "300ms", "ns", "job", "a", "10s", "--", "echo", "ran"},
+	} {
+		stdout, stderr, code := cli(t, d.url, args...)
+		if code != exitNotHeld || stdout != "" {
+			t.Errorf("leaseagent %s: exit %d, stdout %q, stderr %q; want %d", strings.Join(args, " "), code, stdout, stderr, exitNotHeld)
+		}
+		checkErrorLine(t, stderr, "300ms")
+	}
+}
+
+// A command hold cannot start exits as env(1) and timeout(1) do: 127 if it
+// is not found, 126 if it cannot be run. The lease is released.
+func TestHoldExitsLikeEnvWhenItsCommandCannotRun(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	notExecutable := filepath.Join(t.TempDir(), "job.sh")
+	if err := os.WriteFile(notExecutable, []byte("#!/bin/sh\necho ran\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		command string
+		want    int
+	}{
+		{"/nonexistent/cmd", exitNotFound},
+		{"no-such-command-on-the-path", exitNotFound},
+		{notExecutable, exitCannotRun},
+		{t.TempDir(), exitCannotRun}, // a directory
+	} {
+		t.Run(filepath.Base(tc.command), func(t *testing.T) {
+			_, stderr, code := cli(t, d.url, "hold", "ns", "job", "a", "10s", "--", tc.command)
+			if code != tc.want {
+				t.Errorf("hold -- %s: exit %d, want %d; stderr %q", tc.command, code, tc.want, stderr)
+			}
+			checkErrorLine(t, stderr, "run "+tc.command+": ")
+			mustCLI(t, d.url, exitNotHeld, "check", "ns", "job", "a")
 		})
 	}
 }

@@ -143,9 +143,9 @@
 // # Output
 //
 // claim, release and wait print nothing when they succeed (wait with
-// --timeout exits 4 if the lease is still held when it runs out; so do wait,
-// and hold still waiting for its lease, stopped by SIGINT or SIGTERM, saying
-// "interrupted"). check prints the
+// --timeout exits 1 if the lease is still held when it runs out, as hold
+// does; a command stopped by SIGINT or SIGTERM before it was done says
+// "interrupted" and exits 130 or 143). check prints the
 // fencing token (the KV revision that made HOLDER the holder). leases prints
 // a table of LEASE, HOLDER, EXPIRES-IN and REVISION sorted by lease. watch
 // prints one line per event:
@@ -176,15 +176,25 @@
 //
 // # Exit codes
 //
-//	0  success
-//	1  the claim was denied, or the holder does not hold the lease
-//	2  usage error: wrong arguments, a bad duration, flag, variable or config
-//	   file, a name or duration the agent or its policy rejects, credentials
-//	   the NATS server refuses, or a subject they may not use
-//	3  unavailable: no NATS server or no agent answered in time
-//	4  any other error
+// (Also in 'leaseagent --help'.)
 //
-// hold exits with the status of the command it ran.
+//	0      success; watch and serve also when stopped by SIGINT or SIGTERM
+//	1      no: the claim was denied, the holder does not hold the lease, or
+//	       wait or hold gave up after --timeout while another held it
+//	2      usage error: wrong arguments, a bad duration, flag, variable, config
+//	       file or --nats-url, a name or duration the agent or its policy
+//	       rejects, credentials the NATS server refuses, or a subject they may
+//	       not use
+//	3      unavailable: no NATS server or no agent answered in time (also wait
+//	       or hold whose --timeout ran out before an agent answered)
+//	4      any other error
+//	126    hold: CMD was found but could not be run
+//	127    hold: CMD was not found
+//	128+N  stopped by signal N before it was done: 130 for SIGINT, 143 for
+//	       SIGTERM
+//
+// Once hold has run CMD, it exits with CMD's status (128+N if signal N ended
+// it), or 1 if it lost the lease while CMD ran.
 package main
 
 import (
@@ -214,27 +224,74 @@ import (
 // agent's NATS micro service announces it.
 var version = "0.1.0-dev"
 
-// Exit codes.
+// Exit codes (documented in the package doc, the root's --help and the
+// README).
 const (
 	exitOK          = 0
-	exitNotHeld     = 1
+	exitNotHeld     = 1 // the answer is no: denied, not held, still held
 	exitUsage       = 2
 	exitUnavailable = 3
 	exitOther       = 4
+	exitCannotRun   = 126 // hold: CMD found but could not be run
+	exitNotFound    = 127 // hold: CMD not found
+	exitSignal      = 128 // plus the signal's number: interrupted
 )
+
+// exitCodesHelp is the root's help on exit codes, as in the package doc.
+const exitCodesHelp = `Exit codes:
+  0      success; watch and serve also when stopped by SIGINT or SIGTERM
+  1      no: the claim was denied, the holder does not hold the lease, or
+         wait or hold gave up after --timeout while another held it
+  2      usage error: wrong arguments, a bad duration, flag, variable, config
+         file or --nats-url, a name or duration the agent or its policy
+         rejects, credentials the NATS server refuses, or a subject they may
+         not use
+  3      unavailable: no NATS server or no agent answered in time (also wait
+         or hold whose --timeout ran out before an agent answered)
+  4      any other error
+  126    hold: CMD was found but could not be run
+  127    hold: CMD was not found
+  128+N  stopped by signal N before it was done: 130 for SIGINT, 143 for
+         SIGTERM
+Once hold has run CMD, it exits with CMD's status (128+N if signal N ended
+it), or 1 if it lost the lease while CMD ran.`
+
+// errStillHeld is the error of wait, and of hold waiting for its lease,
+// when --timeout runs out while the lease is held: the same "no" as a
+// denied claim (exit 1).
+var errStillHeld = errors.New("still held")
 
 // envPrefix begins the environment variable of every flag.
 const envPrefix = "LEASEAGENT_"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
+		sig := <-signals
 		// After the first signal, a second one gets the default behaviour
 		// and ends the process at once.
-		<-ctx.Done()
-		stop()
+		signal.Stop(signals)
+		cancel(&signalled{sig: sig.(syscall.Signal)})
 	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+}
+
+// signalled is the cause of the context of a command stopped by a signal.
+type signalled struct{ sig syscall.Signal }
+
+func (s *signalled) Error() string { return s.sig.String() + " signal received" }
+
+// Is makes a signal's cause a context.Canceled, as signal.NotifyContext's is.
+func (s *signalled) Is(target error) bool { return target == context.Canceled }
+
+// interrupted is the error of a command that a signal stopped before it
+// was done. It exits 128 plus the signal's number (130 for SIGINT, 143
+// for SIGTERM), as a shell reports a command the signal killed: not 0,
+// since it did not do what it was asked.
+func interrupted(ctx context.Context) error {
+	return fmt.Errorf("interrupted: %w", context.Cause(ctx))
 }
 
 // run executes the command line args and returns the exit code. Output goes
@@ -244,7 +301,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv
 	root := newRootCommand(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
-	var cmdExit *commandExit
+	var (
+		cmdExit *commandExit
+		sig     *signalled
+	)
+	if err != nil && !errors.As(err, &cmdExit) && !errors.As(err, &sig) &&
+		errors.Is(err, context.Canceled) && errors.As(context.Cause(ctx), &sig) {
+		// A command the signal cut short (serve and watch stop on it
+		// and return nil).
+		err = fmt.Errorf("%w: %w", err, interrupted(ctx))
+	}
 	if err != nil && !errors.As(err, &cmdExit) {
 		msg := err.Error()
 		var usage *usageError
@@ -315,13 +381,19 @@ func exitCode(err error) int {
 	var (
 		usage   *usageError
 		cmdExit *commandExit
+		notRun  *commandNotRun
+		sig     *signalled
 	)
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &cmdExit):
 		return cmdExit.code
-	case errors.Is(err, lease.ErrClaimDenied), errors.Is(err, lease.ErrNotHeld):
+	case errors.As(err, &notRun):
+		return notRun.code
+	case errors.As(err, &sig):
+		return exitSignal + int(sig.sig)
+	case errors.Is(err, lease.ErrClaimDenied), errors.Is(err, lease.ErrNotHeld), errors.Is(err, errStillHeld):
 		return exitNotHeld
 	case errors.As(err, &usage), errors.Is(err, protocol.ErrInvalidArgument):
 		return exitUsage
@@ -375,7 +447,8 @@ func newRootCommand(a *app) *cobra.Command {
 		Short: "Distributed leases on NATS: the agent daemon and its operator CLI",
 		Long: "leaseagent without a subcommand runs the agent (see 'leaseagent serve --help').\n" +
 			"The other subcommands reach a running agent over NATS.\n" +
-			"Every flag can also be set as LEASEAGENT_<FLAG>, e.g. LEASEAGENT_NATS_URL.",
+			"Every flag can also be set as LEASEAGENT_<FLAG>, e.g. LEASEAGENT_NATS_URL.\n\n" +
+			exitCodesHelp,
 		Args:                       rootArgs,
 		RunE:                       a.runServe,
 		PersistentPreRunE:          a.bindEnv,

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -46,6 +47,11 @@ func TestExitCode(t *testing.T) {
 		{"no responders", nats.ErrNoResponders, 3},
 		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}, 3},
 		{"read timeout", fmt.Errorf("connect: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), 3},
+		{"still held", fmt.Errorf("wait for ns/l: %w after 1s", errStillHeld), 1},
+		{"not found", &commandNotRun{name: "x", code: 127, err: exec.ErrNotFound}, 127},
+		{"cannot run", &commandNotRun{name: "x", code: 126, err: os.ErrPermission}, 126},
+		{"SIGINT", fmt.Errorf("wait: %w", &signalled{sig: syscall.SIGINT}), 130},
+		{"SIGTERM", fmt.Errorf("hold: %w", &signalled{sig: syscall.SIGTERM}), 143},
 		{"internal", fmt.Errorf("claim: %w", protocol.ErrInternal), 4},
 		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), 4},
 		{"other", errors.New("disk on fire"), 4},
@@ -517,5 +523,37 @@ func TestUsageErrorsSayWhereAFlagWasSet(t *testing.T) {
 			}
 			checkErrorLine(t, stderr, tc.want)
 		})
+	}
+}
+
+// The root's --help shows the exit codes, word for word as the package doc
+// lists them.
+func TestHelpShowsTheExitCodes(t *testing.T) {
+	stdout, _, code := runCLI(t, nil, "--help")
+	if code != 0 || !strings.Contains(stdout, exitCodesHelp) {
+		t.Fatalf("--help: exit %d, output lacks the exit codes:\n%s", code, stdout)
+	}
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The package doc's section, without its comment markers and its
+	// first line, against the help's, without its heading.
+	doc, _, _ := strings.Cut(string(src), "\npackage main")
+	_, section, ok := strings.Cut(doc, "// # Exit codes\n")
+	if !ok {
+		t.Fatal("main.go: no '# Exit codes' in the package doc")
+	}
+	var words []string
+	for _, line := range strings.Split(section, "\n") {
+		line = strings.TrimPrefix(strings.TrimPrefix(line, "//"), "\t")
+		if strings.Contains(line, "leaseagent --help") {
+			continue
+		}
+		words = append(words, strings.Fields(line)...)
+	}
+	help := strings.Fields(strings.TrimPrefix(exitCodesHelp, "Exit codes:"))
+	if !slices.Equal(words, help) {
+		t.Errorf("the package doc's exit codes differ from --help's:\n%s\n\n%s", strings.Join(words, " "), strings.Join(help, " "))
 	}
 }

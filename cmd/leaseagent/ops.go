@@ -99,14 +99,15 @@ func newWaitCommand(a *app) *cobra.Command {
 		Short: "Block until a lease is not held",
 		Long: "wait returns as soon as LEASE in namespace NS is not held: at once if it is free,\n" +
 			"otherwise when it expires or is released. It waits until interrupted unless\n" +
-			"--timeout is given.",
+			"--timeout is given; then it exits 1 if the lease is still held when that runs\n" +
+			"out (as hold does), 3 if no agent answered.",
 		Args: exactArgs("NS", "LEASE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bounded := cmd.Flags().Changed("timeout")
 			err := a.withNamespace(cmd, args[0], bounded, func(ctx context.Context, ns *client.Namespace) error {
 				err := wait(ctx, ns, args[1])
 				if bounded && errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, protocol.ErrUnavailable) {
-					return fmt.Errorf("wait for %s: still held after %v", leaseRef(args[0], args[1]), a.timeout)
+					return fmt.Errorf("wait for %s: %w after %v", leaseRef(args[0], args[1]), errStillHeld, a.timeout)
 				}
 				return err
 			})
@@ -168,13 +169,6 @@ func newWatchCommand(a *app) *cobra.Command {
 			return err
 		},
 	}
-}
-
-// interrupted is the error of a command that a signal stopped before it
-// was done (exit 4: not 0, since it did not do what it was asked, nor 3,
-// since the agent did answer).
-func interrupted(ctx context.Context) error {
-	return fmt.Errorf("interrupted: %v", context.Cause(ctx))
 }
 
 // natsOptions returns the connection options of the authentication and TLS
@@ -268,9 +262,11 @@ func (a *app) withNamespace(cmd *cobra.Command, ns string, bounded bool, fn func
 
 // checkNATSURL returns an error for a comma-separated list of NATS URLs
 // that nats.Connect could not parse, read as it reads them (a URL without
-// a scheme gets nats://). It names the URL, with any user and password
-// hidden.
+// a scheme gets nats://), or whose scheme it does not know (it would dial
+// bogus://host as nats://host), or that mixes websocket URLs with others.
+// It names the URL, with any user and password hidden.
 func checkNATSURL(urls string) error {
+	var plain, websocket string // one URL of each kind, redacted
 	for _, u := range strings.Split(urls, ",") {
 		u = strings.TrimSpace(u)
 		if u == "" {
@@ -280,7 +276,8 @@ func checkNATSURL(urls string) error {
 		if !strings.Contains(full, "://") {
 			full = "nats://" + full
 		}
-		if _, err := url.Parse(full); err != nil {
+		parsed, err := url.Parse(full)
+		if err != nil {
 			var ue *url.Error
 			if errors.As(err, &ue) {
 				err = ue.Err // its message repeats the URL, password and all
@@ -296,6 +293,17 @@ func checkNATSURL(urls string) error {
 				u = scheme + "xxxxx" + u[at:]
 			}
 			return fmt.Errorf("bad URL %q: %v", u, err)
+		}
+		switch parsed.Scheme { // url.Parse made it lower case
+		case "nats", "tls":
+			plain = parsed.Redacted()
+		case "ws", "wss":
+			websocket = parsed.Redacted()
+		default:
+			return fmt.Errorf("bad URL %q: unknown scheme %q: want nats://, tls://, ws:// or wss://", parsed.Redacted(), parsed.Scheme)
+		}
+		if plain != "" && websocket != "" {
+			return fmt.Errorf("%s and %s: websocket URLs (ws://, wss://) cannot be mixed with others", plain, websocket)
 		}
 	}
 	return nil
