@@ -159,8 +159,9 @@
 // INSTANCE, OWNS) and of the namespaces (NAMESPACE, OWNER, LEASES); with
 // --json, the same as one JSON object. Its own flags are --bucket (default
 // leases; it never creates the bucket), --json and --discovery-wait (how long
-// it collects the agents' answers, default 500ms). docs/operations.md
-// explains the columns.
+// it collects the agents' answers, default 500ms). When no agent answers it
+// still prints what it read, and exits 3 saying so (is --prefix right?).
+// docs/operations.md explains the columns.
 //
 // Names may hold control characters (docs/protocol.md). Every table, watch
 // line and error line prints a name as it is if it is made of printable,
@@ -186,7 +187,8 @@
 //	       rejects, credentials the NATS server refuses, or a subject they may
 //	       not use
 //	3      unavailable: no NATS server or no agent answered in time (also wait
-//	       or hold whose --timeout ran out before an agent answered)
+//	       or hold whose --timeout ran out before an agent answered, and
+//	       status that no agent answered)
 //	4      any other error
 //	126    hold: CMD was found but could not be run
 //	127    hold: CMD was not found
@@ -247,7 +249,8 @@ const exitCodesHelp = `Exit codes:
          rejects, credentials the NATS server refuses, or a subject they may
          not use
   3      unavailable: no NATS server or no agent answered in time (also wait
-         or hold whose --timeout ran out before an agent answered)
+         or hold whose --timeout ran out before an agent answered, and
+         status that no agent answered)
   4      any other error
   126    hold: CMD was found but could not be run
   127    hold: CMD was not found

@@ -42,7 +42,9 @@ func newStatusCommand(a *app) *cobra.Command {
 			"(NATS micro discovery of the \"leaseagent\" service with --prefix) and the namespaces\n" +
 			"each owns, and every namespace with its owner and its number of held leases.\n" +
 			"It reads the bucket directly (it never creates or changes it) and waits --discovery-wait\n" +
-			"for the agents' answers. --json prints the same as one JSON object.",
+			"for the agents' answers. --json prints the same as one JSON object.\n" +
+			"It exits 3 when no agent answers (after printing what it read): none is running,\n" +
+			"or they use another --prefix.",
 		Example: "  leaseagent status\n  leaseagent status --json --nats-url nats://10.0.0.1:4222",
 		Args:    exactArgs(),
 		RunE:    a.runStatus,
@@ -60,6 +62,10 @@ type statusReport struct {
 	Bucket     statusBucket      `json:"bucket"`
 	Agents     []statusAgent     `json:"agents"`
 	Namespaces []statusNamespace `json:"namespaces"`
+
+	// Where and how long status asked the agents, for the text form.
+	prefix        string
+	discoveryWait time.Duration
 }
 
 // statusServer is the NATS server status is connected to.
@@ -146,9 +152,26 @@ func (a *app) runStatus(cmd *cobra.Command, _ []string) error {
 	if a.statusJSON {
 		enc := json.NewEncoder(a.stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(report)
+		err = enc.Encode(report)
+	} else {
+		err = writeStatus(a.stdout, report)
 	}
-	return writeStatus(a.stdout, report)
+	if err != nil {
+		return err
+	}
+	return noAgentAnswered(report, a.bucket)
+}
+
+// noAgentAnswered is status's error when no agent answered discovery:
+// nothing serves the leases it found, or it asked on the wrong --prefix
+// (exit 3, unavailable). A health check must not pass on that.
+func noAgentAnswered(r *statusReport, bucket string) error {
+	if len(r.Agents) > 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: no agent answered on prefix %q within --discovery-wait %v: none is running, "+
+		"or they use another --prefix; check --prefix and --bucket (%q)",
+		protocol.ErrUnavailable, r.prefix, r.discoveryWait, bucket)
 }
 
 // discoverySubject is where the agents' micro services answer INFO.
@@ -168,7 +191,7 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, cfg natskv.BucketConfig, p
 	}
 	defer d.stop()
 
-	r := &statusReport{NATS: statusServer{
+	r := &statusReport{prefix: prefix, discoveryWait: wait, NATS: statusServer{
 		Name:    nc.ConnectedServerName(),
 		ID:      nc.ConnectedServerId(),
 		URL:     nc.ConnectedUrlRedacted(),
@@ -386,7 +409,12 @@ func writeStatus(w io.Writer, r *statusReport) error {
 	}
 	fmt.Fprintf(tw, "Bucket:\t%s (stream %s), %s, leader %s\n", printable(r.Bucket.Name), printable(r.Bucket.Stream),
 		plural(r.Bucket.Replicas, "replica"), leader)
-	fmt.Fprintf(tw, "Agents:\t%d answered\n", len(r.Agents))
+	if len(r.Agents) == 0 {
+		fmt.Fprintf(tw, "Agents:\tnone answered on prefix %s within %v: none is running, or --prefix is not theirs\n",
+			strconv.Quote(r.prefix), r.discoveryWait)
+	} else {
+		fmt.Fprintf(tw, "Agents:\t%d answered\n", len(r.Agents))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

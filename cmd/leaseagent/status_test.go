@@ -22,7 +22,13 @@ import (
 // it printed.
 func statusOf(t *testing.T, natsURL string, args ...string) *statusReport {
 	t.Helper()
-	out, _ := mustCLI(t, natsURL, 0, append([]string{"status", "--json"}, args...)...)
+	return statusWithCode(t, natsURL, 0, args...)
+}
+
+// statusWithCode is statusOf for a status that exits code.
+func statusWithCode(t *testing.T, natsURL string, code int, args ...string) *statusReport {
+	t.Helper()
+	out, _ := mustCLI(t, natsURL, code, append([]string{"status", "--json"}, args...)...)
 	var r statusReport
 	dec := json.NewDecoder(strings.NewReader(out))
 	dec.DisallowUnknownFields()
@@ -160,6 +166,34 @@ func TestStatusSingle(t *testing.T) {
 	mustCLI(t, d.url, exitUsage, "status", "--bucket", "a.b")
 }
 
+// A status that no agent answers exits 3 (unavailable), and says so
+// plainly, pointing at --prefix: a health check must not pass because
+// status could read the bucket. It still prints what it found.
+func TestStatusWithNoAgentAnsweringFails(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, t.TempDir())
+	mustCLI(t, d.url, 0, "claim", "alpha", "a", "h", "1m")
+
+	out, stderr := mustCLI(t, d.url, exitUnavailable, "status", "--prefix", "other")
+	checkErrorLine(t, stderr, `no agent answered on prefix "other" within --discovery-wait 500ms`)
+	checkErrorLine(t, stderr, "check --prefix and --bucket")
+	if !regexp.MustCompile(`(?m)^Agents: +none answered on prefix "other" within 500ms: none is running, or --prefix is not theirs$`).MatchString(out) {
+		t.Errorf("status --prefix other printed:\n%s", out)
+	}
+	if rows := textRows(t, out, "NAMESPACE"); !slices.EqualFunc(rows, [][]string{{"alpha", "leaseagent", "(gone)", "1"}}, slices.Equal) {
+		t.Errorf("status --prefix other: namespaces %q", rows)
+	}
+
+	r := statusWithCode(t, d.url, exitUnavailable, "--prefix", "other")
+	if len(r.Agents) != 0 || len(r.Namespaces) != 1 {
+		t.Errorf("status --json --prefix other: %+v, want no agent and namespace alpha", r)
+	}
+	// On the agent's own prefix it answers.
+	if r := statusOf(t, d.url); len(r.Agents) != 1 {
+		t.Errorf("status: agents %+v, want the daemon", r.Agents)
+	}
+}
+
 func TestStatusUnavailable(t *testing.T) {
 	t.Parallel()
 	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
@@ -196,7 +230,12 @@ func TestStatusCluster(t *testing.T) {
 	var r *statusReport
 	deadline := time.Now().Add(waitLimit)
 	for {
-		r = statusOf(t, nodes[2].url, "--discovery-wait", "300ms")
+		// A status that no agent has answered yet exits 3.
+		out, _, _ := cli(t, nodes[2].url, "status", "--json", "--discovery-wait", "300ms")
+		r = &statusReport{}
+		if err := json.Unmarshal([]byte(out), r); err != nil {
+			t.Fatalf("status --json printed %q: %v", out, err)
+		}
 		current := 0
 		for _, p := range r.Bucket.Peers {
 			if p.Current {
