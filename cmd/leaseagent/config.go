@@ -97,7 +97,7 @@ func applyConfig(root *cobra.Command, fs *pflag.FlagSet, data []byte) error {
 		}
 		name := strings.ReplaceAll(key, "_", "-")
 		spare, known := flags[name]
-		if strings.Contains(key, "-") || !known || name == configFlag || name == "help" {
+		if strings.Contains(key, "-") || !known || name == configFlag || !settable(name) {
 			errs = append(errs, fmt.Errorf("unknown key %q; keys are flag names with '_' for '-' (%s) and the policy's (%s)",
 				key, strings.Join(fileKeys(flags), ", "), strings.Join(policyKeys, ", ")))
 			continue
@@ -185,7 +185,7 @@ func rootFlags(root *cobra.Command) map[string]namedFlag {
 func fileKeys(known map[string]namedFlag) []string {
 	var keys []string
 	for name := range known {
-		if name != configFlag && name != "help" {
+		if name != configFlag && settable(name) {
 			keys = append(keys, strings.ReplaceAll(name, "-", "_"))
 		}
 	}

@@ -35,7 +35,7 @@
 //	                                           100ms); exit with its status
 //	leaseagent status [--json]                 show the NATS nodes, the agents, the namespaces'
 //	                                           owners and lease counts (see docs/operations.md)
-//	leaseagent version                         print the version
+//	leaseagent version                         print the version (also leaseagent --version)
 //
 // # Flags and environment
 //
@@ -462,6 +462,10 @@ func newRootCommand(a *app) *cobra.Command {
 	}
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
+	// --version prints what the version command prints.
+	root.Version = version
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().Bool(versionFlag, false, "print the version (as 'leaseagent version')")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		if d, ok := negativeDuration(cmd, err); ok {
 			return usagef(cmd, "DURATION must be positive, not %s", d)
@@ -579,7 +583,7 @@ func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
 func bindEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
 	var first error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if first != nil || f.Changed || f.Name == "help" {
+		if first != nil || f.Changed || !settable(f.Name) {
 			return
 		}
 		name := envName(f.Name)
@@ -593,6 +597,15 @@ func bindEnv(fs *pflag.FlagSet, lookupEnv func(string) (string, bool)) error {
 	})
 	return first
 }
+
+// settable says whether a flag can be set by its environment variable or
+// in the config file: not --help and --version, which ask for something
+// else than what the command does.
+func settable(flag string) bool { return flag != "help" && flag != versionFlag }
+
+// versionFlag is the root's --version, which prints the version as the
+// version command does.
+const versionFlag = "version"
 
 // envName returns the environment variable of a flag: LEASEAGENT_NATS_URL
 // for nats-url.

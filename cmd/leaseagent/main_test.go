@@ -255,9 +255,18 @@ func TestEnvOnCommandLine(t *testing.T) {
 }
 
 func TestVersionAndHelp(t *testing.T) {
-	stdout, stderr, code := runCLI(t, nil, "version")
-	if code != 0 || stdout != version+"\n" || stderr != "" {
-		t.Errorf("version: code %d stdout %q stderr %q; want 0, %q, nothing", code, stdout, stderr, version+"\n")
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		stdout, stderr, code := runCLI(t, nil, args...)
+		if code != 0 || stdout != version+"\n" || stderr != "" {
+			t.Errorf("%s: code %d stdout %q stderr %q; want 0, %q, nothing", args[0], code, stdout, stderr, version+"\n")
+		}
+	}
+	// Not a setting: its variable does not turn the daemon into --version,
+	// and the config file has no key for it.
+	requireUsageError(t, `unknown key "version"`, "--config", writeFile(t, "leaseagent.toml", "version = true\n"), "version")
+	stdout, stderr, code := runCLI(t, map[string]string{"LEASEAGENT_VERSION": "true"}, "leases", "--nats-url", "nats://127.0.0.1:1", "--timeout", "100ms", "ns")
+	if code != exitUnavailable || stdout != "" {
+		t.Errorf("leases with LEASEAGENT_VERSION=true: code %d stdout %q stderr %q; want it to run, and exit %d", code, stdout, stderr, exitUnavailable)
 	}
 	stdout, _, code = runCLI(t, nil, "--help")
 	if code != 0 {
