@@ -150,9 +150,7 @@ func (a *app) runStatus(cmd *cobra.Command, _ []string) error {
 		return refusal(ctx, err)
 	}
 	if a.statusJSON {
-		enc := json.NewEncoder(a.stdout)
-		enc.SetIndent("", "  ")
-		err = enc.Encode(report)
+		err = writeStatusJSON(a.stdout, report)
 	} else {
 		err = writeStatus(a.stdout, report)
 	}
@@ -391,6 +389,16 @@ func namespacesStatus(owners map[string]string, counts map[string]int, agents []
 	}
 	slices.SortFunc(out, func(x, y statusNamespace) int { return cmp.Compare(x.Name, y.Name) })
 	return out
+}
+
+// writeStatusJSON writes r to w as indented JSON. Names are written as
+// they are: '>', '<' and '&', which names may hold, are not escaped for
+// HTML (\u003e), which would only puzzle a reader or a jq filter.
+func writeStatusJSON(w io.Writer, r *statusReport) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }
 
 // writeStatus writes r to w as aligned text.

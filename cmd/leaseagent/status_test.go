@@ -345,3 +345,23 @@ func TestStatusNodeRow(t *testing.T) {
 		})
 	}
 }
+
+// status --json writes names as they are: '>', '<' and '&' (which names
+// may hold) are not escaped for HTML.
+func TestStatusJSONDoesNotEscapeHTML(t *testing.T) {
+	r := &statusReport{
+		Agents:     []statusAgent{{ID: "a", Owns: []string{"x>y"}}},
+		Namespaces: []statusNamespace{{Name: "x>y", Owner: "a", OwnerLive: true, Leases: 1}, {Name: "<&>"}},
+	}
+	var out strings.Builder
+	if err := writeStatusJSON(&out, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"name": "x>y"`) || !strings.Contains(out.String(), `"name": "<&>"`) || strings.Contains(out.String(), `\u00`) {
+		t.Errorf("status --json wrote:\n%s", out.String())
+	}
+	var back statusReport
+	if err := json.Unmarshal([]byte(out.String()), &back); err != nil || back.Namespaces[1].Name != "<&>" {
+		t.Errorf("status --json does not read back: %v, %+v", err, back.Namespaces)
+	}
+}
