@@ -249,7 +249,7 @@ func serveInProcess(t *testing.T, args ...string) (string, *syncBuffer) {
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		code := run(ctx, args, pw, logs, envMap(nil))
+		code := run(ctx, args, pw, logs, nil)
 		_ = pw.Close()
 		done <- code
 	}()

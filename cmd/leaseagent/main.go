@@ -124,6 +124,10 @@
 // followed by the flag's name in upper case with '-' replaced by '_', for
 // example LEASEAGENT_NATS_URL or LEASEAGENT_DATA_DIR. A flag given on the
 // command line wins over its variable; an empty variable counts as unset.
+// A LEASEAGENT_ variable that is no flag's (a misspelt one) is ignored with
+// a warning in the log, naming it: not an error, as an unknown key of the
+// config file is, since the environment is inherited by every process
+// started from it and may hold variables meant for another version.
 // The client authentication and TLS flags (--creds to --tls-key) apply to
 // connections over TCP: every operator command's, and serve's to an
 // external server; serve reaches its embedded server in-process.
@@ -278,7 +282,7 @@ func main() {
 		signal.Stop(signals)
 		cancel(&signalled{sig: sig.(syscall.Signal)})
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ()))
 }
 
 // signalled is the cause of the context of a command stopped by a signal.
@@ -298,9 +302,20 @@ func interrupted(ctx context.Context) error {
 }
 
 // run executes the command line args and returns the exit code. Output goes
-// to stdout, logs and errors to stderr; lookupEnv reads the environment.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
-	a := &app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+// to stdout, logs and errors to stderr; environ is the environment, as
+// os.Environ returns it.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, dup := env[k]; !dup { // the first wins, as in os.Getenv
+			env[k] = v
+		}
+	}
+	a := &app{stdout: stdout, stderr: stderr, environ: environ, lookupEnv: func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}}
 	root := newRootCommand(a)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -574,7 +589,35 @@ func (a *app) bindEnv(cmd *cobra.Command, _ []string) error {
 	if err := a.checkLogFormat(cmd); err != nil {
 		return err
 	}
+	a.warnUnknownEnv(cmd.Root())
 	return a.checkPrefix(cmd)
+}
+
+// warnUnknownEnv logs a warning for each LEASEAGENT_ variable of the
+// environment that is no flag's, of any command: a misspelt one would
+// otherwise be ignored without a word. Not an error, as an unknown key of
+// the config file is: the environment is inherited by every process
+// started from it, and may hold variables of a newer leaseagent, or of
+// scripts around it, that this one must not fail on.
+func (a *app) warnUnknownEnv(root *cobra.Command) {
+	known := make(map[string]bool)
+	for name := range rootFlags(root) {
+		if settable(name) {
+			known[envName(name)] = true
+		}
+	}
+	var unknown []string
+	for _, kv := range a.environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, envPrefix) && value != "" && !known[name] && !slices.Contains(unknown, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		a.logger().Warn("unknown environment variable, ignored: no flag has it (each flag's is LEASEAGENT_ and the flag's name, see 'leaseagent --help')",
+			"variable", name)
+	}
 }
 
 // bindEnv sets each flag of fs that was not given on the command line from
@@ -630,6 +673,7 @@ func newVersionCommand(a *app) *cobra.Command {
 type app struct {
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	environ        []string // "NAME=value", to find unknown LEASEAGENT_ variables; nil: none
 
 	// sources says where each flag not given on the command line was set:
 	// its environment variable, or its key in the config file.

@@ -149,7 +149,11 @@ func runCLI(t *testing.T, env map[string]string, args ...string) (stdout, stderr
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	code = run(ctx, args, &out, &errOut, envMap(env))
+	var environ []string
+	for k, v := range env {
+		environ = append(environ, k+"="+v)
+	}
+	code = run(ctx, args, &out, &errOut, environ)
 	return out.String(), errOut.String(), code
 }
 
@@ -564,5 +568,38 @@ func TestHelpShowsTheExitCodes(t *testing.T) {
 	help := strings.Fields(strings.TrimPrefix(exitCodesHelp, "Exit codes:"))
 	if !slices.Equal(words, help) {
 		t.Errorf("the package doc's exit codes differ from --help's:\n%s\n\n%s", strings.Join(words, " "), strings.Join(help, " "))
+	}
+}
+
+// A LEASEAGENT_ variable that no flag has (a misspelt one) is not ignored
+// without a word: the command warns, naming it, and runs. Variables of
+// flags of other commands, and empty ones, are no warning.
+func TestUnknownEnvironmentVariablesAreWarnedOf(t *testing.T) {
+	env := map[string]string{
+		"LEASEAGENT_NATS_ULR": "nats://127.0.0.1:1", // misspelt
+		"LEASEAGENT_VERSION":  "1",                  // --version is not a setting
+		"LEASEAGENT_DATA_DIR": "/tmp/x",             // serve's
+		"LEASEAGENT_TIMEOUT":  "3s",
+		"LEASEAGENT_UNSET":    "",
+		"OTHER_NATS_ULR":      "x",
+	}
+	stdout, stderr, code := runCLI(t, env, "version")
+	if code != 0 || stdout != version+"\n" {
+		t.Fatalf("version: code %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "level=WARN") || !strings.HasSuffix(lines[0], "variable=LEASEAGENT_NATS_ULR") ||
+		!strings.HasSuffix(lines[1], "variable=LEASEAGENT_VERSION") || !strings.Contains(lines[0], "unknown environment variable") {
+		t.Errorf("stderr %q, want a warning for LEASEAGENT_NATS_ULR and one for LEASEAGENT_VERSION", stderr)
+	}
+
+	// The real process reads its environment.
+	cmd := exec.Command(leaseagentBinary(t), "version", "--log-format", "json")
+	cmd.Env = append(baseEnv(), "LEASEAGENT_PREFX=x")
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	if out, err := cmd.Output(); err != nil || string(out) != version+"\n" ||
+		!strings.Contains(errOut.String(), `"level":"WARN"`) || !strings.Contains(errOut.String(), `"variable":"LEASEAGENT_PREFX"`) {
+		t.Errorf("leaseagent version with LEASEAGENT_PREFX set: %v, stdout %q, stderr %q; want a warning naming it", err, out, errOut.String())
 	}
 }
