@@ -156,8 +156,9 @@ func TestClusteredEmbedded(t *testing.T) {
 	}
 }
 
-// An agent refused at startup (its ID is taken) says why in one line: its
-// own closing of the connection is not a disconnection to warn about.
+// An agent refused at startup (its ID is taken) says why in one line,
+// naming the flag (not package agent's Config field): its own closing of
+// the connection is not a disconnection to warn about.
 func TestServeWithATakenAgentIDSaysOnlyThat(t *testing.T) {
 	d := startDaemon(t, t.TempDir())
 	for range 3 {
@@ -165,7 +166,10 @@ func TestServeWithATakenAgentIDSaysOnlyThat(t *testing.T) {
 		if code != exitOther {
 			t.Fatalf("serve with a taken --agent-id: exit %d, want %d; stderr %q", code, exitOther, stderr)
 		}
-		checkErrorLine(t, stderr, `another agent already runs as "leaseagent"`)
+		checkErrorLine(t, stderr, `--agent-id: another agent already runs as "leaseagent"`)
+		if strings.Contains(stderr, "Ownership") {
+			t.Errorf("stderr %q names a Config field, not the flag", stderr)
+		}
 	}
 }
 

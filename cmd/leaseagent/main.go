@@ -335,6 +335,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		if errors.As(err, &usage) {
 			msg += a.sourcesOf(msg)
 		}
+		// The CLI names flags, not the fields of package agent's Config
+		// they set (agent.Start's "Ownership.AgentID: another agent
+		// already runs as ...").
+		msg = ownershipFlagNames.Replace(msg)
 		fmt.Fprintf(stderr, "leaseagent: %s\n", escapeControls(strings.ReplaceAll(msg, "\n", "; ")))
 	}
 	return exitCode(err)

@@ -51,7 +51,8 @@ func (a *app) ownershipConfig(cmd *cobra.Command, cfg *serveConfig) error {
 	return nil
 }
 
-// ownershipFlagNames turns the fields agent.Ownership.Validate names into flags.
+// ownershipFlagNames turns the fields of agent.Ownership that its Validate
+// and agent.Start name into flags; run applies it to every error line.
 var ownershipFlagNames = strings.NewReplacer(
 	"agent: Ownership.AgentID", "--agent-id",
 	"agent: Ownership.Duration", "--ownership-duration",
