@@ -31,7 +31,13 @@ func newHoldCommand(a *app) *cobra.Command {
 			"and flock(1).\n\n" +
 			"With --timeout, hold gives up if it has not got the lease by then: exit 1 if another\n" +
 			"holder holds it (as wait), 3 if no agent answered in time. If CMD is not found hold\n" +
-			"exits 127, if it cannot be run 126, as env(1) does.",
+			"exits 127, if it cannot be run 126, as env(1) does.\n\n" +
+			"SIGINT or SIGTERM to hold while it waits for the lease stop it: exit 130 or 143.\n" +
+			"While CMD runs, either reaches CMD as SIGTERM (SIGKILL DURATION/10 later if it has\n" +
+			"not exited); hold waits for CMD to exit, releases the lease and exits with CMD's\n" +
+			"status (143 if SIGTERM ended it). In a terminal, Ctrl-C also sends CMD itself SIGINT:\n" +
+			"it runs in hold's process group. A second signal ends hold at once, leaving CMD\n" +
+			"running and the lease held until it expires.",
 		Example: "  leaseagent hold myapp cron host-1 30s -- ./nightly-job.sh",
 		Args: func(cmd *cobra.Command, args []string) error {
 			dash := cmd.ArgsLenAtDash()

@@ -300,3 +300,43 @@ func TestHoldExitsLikeEnvWhenItsCommandCannotRun(t *testing.T) {
 		})
 	}
 }
+
+// A signal to hold while its command runs reaches the command as SIGTERM,
+// whichever signal hold got; hold waits for it, releases the lease and
+// exits with the command's status, as hold --help says.
+func TestHoldPassesASignalToItsCommandAsSIGTERM(t *testing.T) {
+	d := startDaemon(t, t.TempDir())
+	if !strings.Contains(runHelp(t, "hold"), "reaches CMD as SIGTERM") {
+		t.Error("hold --help does not say what a signal does to CMD")
+	}
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			// The command says which signal it got, and exits 7 on
+			// SIGTERM; SIGINT would end it with 130.
+			p := start(t, d.url, "hold", "ns", "job", "a", "30s", "--", "bash", "-c",
+				`trap 'kill $pid; echo got-TERM; exit 7' TERM; sleep 60 >/dev/null 2>&1 & pid=$!; echo ready; wait $pid`)
+			if line := nextLine(t, p.stdout, "the command"); line != "ready" {
+				t.Fatalf("the command printed %q", line)
+			}
+			if code := p.stop(t, sig); code != 7 {
+				t.Errorf("hold after %v: exit %d, want the command's 7", sig, code)
+			}
+			if line := nextLine(t, p.stdout, "the command"); line != "got-TERM" {
+				t.Errorf("the command printed %q after hold got %v, want got-TERM", line, sig)
+			}
+			// Released, not left to expire in 30s.
+			mustCLI(t, d.url, 0, "claim", "ns", "job", "b", "1s")
+			mustCLI(t, d.url, 0, "release", "ns", "job", "b")
+		})
+	}
+}
+
+// runHelp returns the output of `leaseagent COMMAND --help`.
+func runHelp(t *testing.T, command string) string {
+	t.Helper()
+	stdout, stderr, code := runCLI(t, nil, command, "--help")
+	if code != 0 {
+		t.Fatalf("%s --help: exit %d, stderr %q", command, code, stderr)
+	}
+	return stdout
+}
