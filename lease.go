@@ -23,6 +23,17 @@
 // time a lease changes hands).
 //
 // Names of leases and holders must satisfy ValidateString.
+//
+// # Errors
+//
+// Of the three errors, callers of a Claimer or a Checker test for
+// ErrClaimDenied and ErrNotHeld. ErrInvalid passes between a Client (a
+// store) and the manager above it, which decides again; it does not reach
+// them, and it does not mean bad input. Bad input (a name ValidateString
+// refuses, a duration that is not positive) gets an error of the
+// implementation's own that names the problem: with package client and
+// package actors, one wrapping protocol.ErrInvalidArgument
+// (github.com/leaseagent/lease/protocol), which callers test for instead.
 package lease
 
 import (

@@ -4,14 +4,18 @@
 //
 // # Guarantees
 //
-// The seed's promise holds as seen from the caller: if Claim returns nil,
-// the holder keeps the lease until at least duration after the call
-// *started*, whatever the call spent waiting for the agent. Everything built
+// The promise of lease.Claimer holds as seen from the caller: if Claim
+// returns nil, the holder keeps the lease until at least duration after the
+// call *started*, whatever the call spent waiting for the agent. Everything built
 // on this package (Elect, `leaseagent hold`) computes its deadlines from when
 // each Claim started, never from when the reply came.
 //
 // ErrClaimDenied means the holder does not hold the lease. Any other error
-// allows no inference: the claim may or may not have been made.
+// allows no inference: the claim may or may not have been made. Bad input
+// (a name lease.ValidateString refuses, a duration that is not positive or
+// above the agent's maximum, a rule of its policy) is refused with an error
+// wrapping protocol.ErrInvalidArgument that names the problem; this package
+// never returns lease.ErrInvalid, which is for stores (lease.Client).
 //
 // # Retries
 //

@@ -14,8 +14,8 @@ import (
 	"github.com/leaseagent/lease/natskv"
 )
 
-// Namespace is what the suite needs of an implementation: the seed's
-// Claimer and Checker, their context twins, and a release.
+// Namespace is what the suite needs of an implementation: lease.Claimer
+// and lease.Checker, their context twins, and a release.
 type Namespace interface {
 	lease.Claimer
 	lease.Checker
