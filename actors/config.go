@@ -20,15 +20,20 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultPrefix       = protocol.DefaultPrefix
-	DefaultMaxSleep     = time.Minute
-	DefaultIdleTimeout  = 10 * time.Minute
-	DefaultMaxNamespace = 10000
-	DefaultMaxDuration  = time.Hour
-	DefaultClaimRetries = 3
-	DefaultWriteTimeout = 10 * time.Second
-	DefaultMinBatch     = 16
+	DefaultPrefix        = protocol.DefaultPrefix
+	DefaultMaxSleep      = time.Minute
+	DefaultIdleTimeout   = 10 * time.Minute
+	DefaultMaxNamespaces = 10000
+	DefaultMaxDuration   = time.Hour
+	DefaultClaimRetries  = 3
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultMinBatch      = 16
 )
+
+// DefaultMaxNamespace is DefaultMaxNamespaces.
+//
+// Deprecated: use DefaultMaxNamespaces, named after the field it defaults.
+const DefaultMaxNamespace = DefaultMaxNamespaces
 
 // Config configures a Manager. Zero values take the defaults named.
 type Config struct {
@@ -82,7 +87,7 @@ type Config struct {
 	// MaxNamespaces bounds how many namespaces are served at once, so that
 	// requests naming ever new namespaces cannot exhaust memory; beyond it,
 	// requests for new namespaces fail with ErrUnavailable until idle ones
-	// stop. DefaultMaxNamespace if zero.
+	// stop. DefaultMaxNamespaces if zero.
 	MaxNamespaces int
 
 	// MaxDuration is the longest lease a Claim may ask for.
@@ -241,7 +246,7 @@ func (c Config) withDefaults() Config {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.MaxNamespaces == 0 {
-		c.MaxNamespaces = DefaultMaxNamespace
+		c.MaxNamespaces = DefaultMaxNamespaces
 	}
 	if c.MaxDuration == 0 {
 		c.MaxDuration = DefaultMaxDuration

@@ -53,7 +53,7 @@ func (a *app) addServeFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&a.bucket, "bucket", defaultBucket, "KV bucket holding the leases")
 	fs.IntVar(&a.replicas, "replicas", defaultReplicas, "copies of the bucket, when it is created")
 	fs.DurationVar(&a.maxDuration, "max-duration", defaultMaxDuration, "longest lease a claim may ask for")
-	fs.IntVar(&a.maxNamespaces, "max-namespaces", actors.DefaultMaxNamespace, "most namespaces served at once; requests for more are refused until some are idle")
+	fs.IntVar(&a.maxNamespaces, "max-namespaces", actors.DefaultMaxNamespaces, "most namespaces served at once; requests for more are refused until some are idle")
 	fs.DurationVar(&a.idleTimeout, "idle-timeout", actors.DefaultIdleTimeout, "how long a namespace with no leases and no waiters keeps its memory")
 	fs.IntVar(&a.maxInflight, flagMaxInflight, agent.DefaultMaxRequestsInflight, "most requests in flight (received, not yet answered) at once; more are refused at once with \"unavailable\", which clients retry")
 	fs.IntVar(&a.maxNSInflight, flagMaxNSInflight, agent.DefaultMaxNamespaceRequestsInflight, "most requests of one namespace in flight at once, a list counting as an eighth of it; at most --"+flagMaxInflight)
