@@ -407,14 +407,28 @@ func (s *Service) claimPrefix() error {
 	if err != nil {
 		return fmt.Errorf("agent: answer on %s: %w", subject, err)
 	}
-	return s.askAgents(subject, func(answer []byte) error {
+	return askAgents(nc, subject, sameBucket(s.cfg.Prefix, bucket))
+}
+
+// CheckBucket returns the error Start would fail with because agents that
+// answer on prefix use a bucket other than bucket, or nil if none does
+// (or none answers within a few seconds). Call it before opening or
+// creating bucket, so that an agent refused for it creates nothing:
+// Start checks again, and then answers the question itself.
+func CheckBucket(nc *nats.Conn, prefix, bucket string) error {
+	return askAgents(nc, forwardRoot+"."+prefix+"."+bucketOp, sameBucket(prefix, bucket))
+}
+
+// sameBucket checks agents' answers of which bucket they use.
+func sameBucket(prefix, bucket string) func(answer []byte) error {
+	return func(answer []byte) error {
 		if string(answer) != bucket {
 			return fmt.Errorf("agent: agents on prefix %q already use bucket %q, not %q: "+
 				"they would take this agent's requests and it theirs, each granting leases from its own bucket; "+
-				"give each bucket its own prefix (--prefix)", s.cfg.Prefix, string(answer), bucket)
+				"give each bucket its own prefix (--prefix)", prefix, string(answer), bucket)
 		}
 		return nil
-	})
+	}
 }
 
 // pingTimeout bounds each ping: a running agent answers well within it.
@@ -431,7 +445,7 @@ const pingAfterOwn = 100 * time.Millisecond
 // pingID pings subject and returns an error if an agent other than this
 // run answers (see askAgents).
 func (s *Service) pingID(subject string) error {
-	return s.askAgents(subject, func(answer []byte) error {
+	return askAgents(s.cfg.Conn, subject, func(answer []byte) error {
 		if string(answer) != s.run {
 			return s.idTaken()
 		}
@@ -439,14 +453,13 @@ func (s *Service) pingID(subject string) error {
 	})
 }
 
-// askAgents sends a request to subject, which this agent answers too, and
-// gives every answer to check, until one fails it. After the first answer
-// (likely this agent's own, which shows the request went through the
-// server) it waits pingAfterOwn more for others. On a connection with
+// askAgents sends a request to subject, which this agent may answer too,
+// and gives every answer to check, until one fails it. After the first
+// answer (likely this agent's own, which shows the request went through
+// the server) it waits pingAfterOwn more for others. On a connection with
 // NoEcho its own answer never comes, and the server's "no responders", or
 // pingTimeout, says nobody else is there.
-func (s *Service) askAgents(subject string, check func(answer []byte) error) error {
-	nc := s.cfg.Conn
+func askAgents(nc *nats.Conn, subject string, check func(answer []byte) error) error {
 	inbox := nc.NewRespInbox()
 	answers, err := nc.SubscribeSync(inbox)
 	if err != nil {

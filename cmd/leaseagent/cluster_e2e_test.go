@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -176,8 +177,8 @@ func TestServeWithATakenAgentIDSaysOnlyThat(t *testing.T) {
 // Agents answer requests on their --prefix, whatever their --bucket: an
 // agent on another bucket with the same prefix would share the requests
 // of the running one and grant, from its own bucket, leases the running
-// one holds for someone else. It refuses to start, naming both buckets;
-// with its own --prefix it serves.
+// one holds for someone else. It refuses to start, naming both buckets,
+// and without having created its bucket; with its own --prefix it serves.
 func TestServeOnAnotherBucketWithTheSamePrefix(t *testing.T) {
 	d := startDaemon(t, t.TempDir())
 	tests := []struct {
@@ -199,6 +200,13 @@ func TestServeOnAnotherBucketWithTheSamePrefix(t *testing.T) {
 					t.Fatalf("serve %v: exit %d, want %d; stderr %q", tt.args, code, exitOther, stderr)
 				}
 				checkErrorLine(t, stderr, tt.refused)
+				js, err := jetstream.New(connect(t, d.url))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := js.Stream(context.Background(), "KV_other"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+					t.Fatalf("after the refusal, stream KV_other: %v, want it not created", err)
+				}
 				return
 			}
 			p := start(t, "", args[1:]...)

@@ -869,9 +869,11 @@ func TestAgentRefusedASubjectAtStartSaysWhich(t *testing.T) {
 		{"the claim requests", [2]string{`"lease.claim.*", "lease.claim.*.>",`, ""},
 			`Subscription to "lease.claim.*`, refusedWithin},
 		// The start-up questions to other agents (which bucket, is the
-		// ID taken) go unanswered then, and each waits out its 2 s.
+		// ID taken) go unanswered then, and each waits out its 2 s. The
+		// first is asked before the bucket is opened: its publish is the
+		// first refused.
 		{"the other agents", [2]string{`"_leaseagent.lease.>",`, ""},
-			`Subscription to "_leaseagent.lease.bucket"`, refusedWithin + 4*time.Second},
+			`Publish to "_leaseagent.lease.bucket"`, refusedWithin + 4*time.Second},
 		{"replies", [2]string{"allow_responses: true", ""},
 			`Publish to "_INBOX.`, refusedWithin + 4*time.Second},
 	} {

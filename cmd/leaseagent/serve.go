@@ -309,6 +309,10 @@ func serve(ctx context.Context, cfg serveConfig, stdout io.Writer, logger *slog.
 		minBatch = actors.DefaultMinBatch
 		interest = r.srv.Interest
 	}
+	// Refused for its bucket, the agent must not have created it first.
+	if err := agent.CheckBucket(r.nc, cfg.Prefix, cfg.Bucket); err != nil {
+		return errors.Join(natsErrs.started(startCtx, r.nc, err), r.stop(logger))
+	}
 	r.mgr, err = startManager(startCtx, cfg, r.srv, actors.Config{
 		MinBatch:        minBatch,
 		Interest:        interest,
