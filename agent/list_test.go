@@ -269,6 +269,16 @@ func listPage(t *testing.T, nc *nats.Conn, ns, after string, limit uint32) ([]st
 	return names, out.GetNext()
 }
 
+// pageCase is a list request, after and limit, and the page it should
+// get: its leases and next.
+type pageCase struct {
+	name  string
+	after string
+	limit uint32
+	want  []string
+	next  string
+}
+
 // A page starts after any name, present or not, holds at most limit
 // leases in the order of their names' UTF-8 bytes, and has a next (its
 // last lease) exactly when more follow.
@@ -281,13 +291,7 @@ func TestListPageBoundaries(t *testing.T) {
 	}
 	nc := e.Connect(t)
 	all := []string{"B", "a", "ab", "z", "é", "Ｚ", "😀"}
-	for _, tt := range []struct {
-		name  string
-		after string
-		limit uint32
-		want  []string
-		next  string
-	}{
+	for _, tt := range []pageCase{
 		{"no limit", "", 0, all, ""},
 		{"limit larger than the namespace", "", 100, all, ""},
 		{"limit the size of the namespace", "", uint32(len(all)), all, ""},
@@ -374,13 +378,7 @@ func TestListPageSpansChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc := e.Connect(t)
-	for _, tt := range []struct {
-		name  string
-		after string
-		limit uint32
-		want  []string
-		next  string
-	}{
+	for _, tt := range []pageCase{
 		{"no limit: the whole namespace fits", "", 0, names, ""},
 		{"limit ends inside the second chunk", "", 5000, names[:5000], names[4999]},
 		{"limit two chunks exactly", "", 2 * 4096, names[:2*4096], names[2*4096-1]},

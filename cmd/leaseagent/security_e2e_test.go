@@ -665,20 +665,28 @@ func TestExampleNATSConfigAgentExpiresAndAnnounces(t *testing.T) {
 	}
 }
 
-// claimMany claims n leases named prefix-<i> for holder in namespace ns
-// through the client package as service-a of docs/nats-server.example.conf,
-// 64 at a time.
-func claimMany(t *testing.T, url, ns, prefix, holder string, n int) {
+// serviceAClient returns a client connected to url as service-a of
+// docs/nats-server.example.conf; its connection ends with the test.
+func serviceAClient(t *testing.T, url string) *client.Client {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	c, err := client.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// claimMany claims n leases named prefix-<i> for holder in namespace ns
+// through the client package as service-a of docs/nats-server.example.conf,
+// 64 at a time.
+func claimMany(t *testing.T, url, ns, prefix, holder string, n int) {
+	t.Helper()
+	c := serviceAClient(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
 	var (
@@ -708,15 +716,7 @@ func claimMany(t *testing.T, url, ns, prefix, holder string, n int) {
 // revisions, read through the client package as service-a.
 func leaseRevisions(t *testing.T, url, ns string) map[string]uint64 {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.UserInfo("service-a", "a-secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	c, err := client.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := serviceAClient(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	leases, err := c.Namespace(ns).Leases(ctx)
