@@ -219,6 +219,17 @@ func cli(t *testing.T, natsURL string, args ...string) (stdout, stderr string, c
 	if natsURL != "" {
 		cmd.Env = append(cmd.Env, "LEASEAGENT_NATS_URL="+natsURL)
 	}
+	stdout, stderr, code = runCommandOutput(t, cmd, "leaseagent "+strings.Join(args, " "))
+	if ctx.Err() != nil {
+		t.Fatalf("leaseagent %s did not finish within %v", strings.Join(args, " "), waitLimit)
+	}
+	return stdout, stderr, code
+}
+
+// runCommandOutput runs cmd, named what in failures, and returns its
+// output and exit code.
+func runCommandOutput(t *testing.T, cmd *exec.Cmd, what string) (stdout, stderr string, code int) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -228,10 +239,7 @@ func cli(t *testing.T, natsURL string, args ...string) (stdout, stderr string, c
 	case errors.As(err, &exitErr):
 		code = exitErr.ExitCode()
 	default:
-		t.Fatalf("leaseagent %s: %v", strings.Join(args, " "), err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("leaseagent %s did not finish within %v", strings.Join(args, " "), waitLimit)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return out.String(), errOut.String(), code
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,18 +29,7 @@ func runHoldExample(t *testing.T, natsURL, host string, extra ...string) (stdout
 	path := shims + string(os.PathListSeparator) + filepath.Dir(leaseagentBinary(t)) + string(os.PathListSeparator) + os.Getenv("PATH")
 	cmd.Env = append(baseEnv(), "PATH="+path, "LEASEAGENT_NATS_URL="+natsURL)
 	cmd.Env = append(cmd.Env, extra...)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		code = exitErr.ExitCode()
-	default:
-		t.Fatalf("examples/hold.sh as %s: %v", host, err)
-	}
-	return out.String(), errOut.String(), code
+	return runCommandOutput(t, cmd, "examples/hold.sh as "+host)
 }
 
 // examples/hold.sh runs its job on one host only: the record that it ran
