@@ -294,13 +294,17 @@ func (n *Namespace) lead(ctx context.Context, e *Election, t tenure, ended <-cha
 		e.Run(work)
 	}()
 
-	result := n.renew(ctx, work, e, t, &until, cutoff, done, ended)
+	mistaken, result := n.renew(ctx, work, e, t, &until, cutoff, done, ended)
 	stopWork()
 	<-done
 	if e.OnStoppedLeading != nil {
 		e.OnStoppedLeading()
 	}
-	if e.Release && time.Now().Before(until) {
+	// A tenure a renewal began by mistake is given back whatever
+	// e.Release says, so that other candidates need not wait out its
+	// Duration; only now, with Run returned, or another leader's work
+	// could overlap this one's.
+	if (e.Release || mistaken) && time.Now().Before(until) {
 		if err := n.releaseNow(e, n.c.opts.requestTimeout); err != nil && !errors.Is(err, lease.ErrNotHeld) && result == nil {
 			result = fmt.Errorf("release %q: %w", e.Lease, err)
 		}
@@ -323,19 +327,20 @@ func leadEnded(ctx, work context.Context) error {
 
 // renew extends the lease every RenewEvery until the work ends, ctx ends,
 // a renewal is denied or cannot be made before the cutoff, or the tenure
-// ends under it (its expired event arrives, or a renewal starts a new one).
-func (n *Namespace) renew(ctx, work context.Context, e *Election, t tenure, until *time.Time, cutoff *time.Timer, done <-chan struct{}, ended <-chan uint64) error {
+// ends under it (its expired event arrives, or a renewal starts a new one:
+// then mistaken is true, and until is that tenure's end).
+func (n *Namespace) renew(ctx, work context.Context, e *Election, t tenure, until *time.Time, cutoff *time.Timer, done <-chan struct{}, ended <-chan uint64) (mistaken bool, err error) {
 	next := time.NewTimer(time.Until(t.start.Add(e.RenewEvery)))
 	defer next.Stop()
 	for {
 		select {
 		case <-done:
-			return leadEnded(ctx, work)
+			return false, leadEnded(ctx, work)
 		case <-work.Done():
-			return leadEnded(ctx, work)
+			return false, leadEnded(ctx, work)
 		case fence := <-ended:
 			if t.fence != 0 && fence == t.fence {
-				return fmt.Errorf("%w: the lease was released or expired (tenure %d ended)", ErrLeadershipLost, fence)
+				return false, fmt.Errorf("%w: the lease was released or expired (tenure %d ended)", ErrLeadershipLost, fence)
 			}
 			continue // an earlier tenure's
 		case <-next.C:
@@ -348,11 +353,10 @@ func (n *Namespace) renew(ctx, work context.Context, e *Election, t tenure, unti
 		switch {
 		case err == nil && t.fence != 0 && fence != 0 && fence != t.fence:
 			// Not an extension: the lease was released or expired since
-			// the last claim, and another holder may have held it. The
-			// tenure this renewal began by mistake is given back, so that
-			// other candidates need not wait out its Duration.
-			_ = n.releaseNow(e, n.c.opts.requestTimeout)
-			return fmt.Errorf("%w: the lease was released or expired since the last renewal (tenure %d, now %d)", ErrLeadershipLost, t.fence, fence)
+			// the last claim, and another holder may have held it. lead
+			// gives the tenure begun by mistake back once Run returns.
+			*until = start.Add(e.Duration)
+			return true, fmt.Errorf("%w: the lease was released or expired since the last renewal (tenure %d, now %d)", ErrLeadershipLost, t.fence, fence)
 		case err == nil:
 			if t.fence == 0 {
 				t.fence = fence // an agent that sends tokens took over
@@ -364,9 +368,9 @@ func (n *Namespace) renew(ctx, work context.Context, e *Election, t tenure, unti
 			}
 			next.Reset(time.Until(start.Add(e.RenewEvery)))
 		case errors.Is(err, lease.ErrClaimDenied):
-			return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+			return false, fmt.Errorf("%w: %w", ErrLeadershipLost, err)
 		case ctx.Err() != nil:
-			return ctx.Err()
+			return false, ctx.Err()
 		default:
 			// Unreachable for now: try again soon, until the cutoff.
 			next.Reset(min(e.RenewEvery, n.c.opts.maxBackoff))

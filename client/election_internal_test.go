@@ -17,7 +17,8 @@ import (
 // renewal ends leadership instead: denied if another holder has the lease,
 // or, if the renewal won the lease again, from the new fencing token (a new
 // tenure, begun after the lease was free, when another holder may have led).
-// A tenure begun by mistake is given back.
+// A tenure begun by mistake is given back, but only once Run has returned:
+// until then it keeps other candidates' work from overlapping Run's.
 func TestRenewalsEndLeadershipWhenTheTenureEndedUnseen(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -34,10 +35,15 @@ func TestRenewalsEndLeadershipWhenTheTenureEndedUnseen(t *testing.T) {
 				t.Fatal(err)
 			}
 			n := c.Namespace("ns")
-			leading := make(chan struct{})
+			leading, stopping, windDown := make(chan struct{}), make(chan struct{}), make(chan struct{})
 			el := Election{
 				Lease: "leader", Holder: "a", Duration: 3 * time.Second, // renewals every second
-				Run: func(ctx context.Context) { close(leading); <-ctx.Done() },
+				Run: func(ctx context.Context) {
+					close(leading)
+					<-ctx.Done()
+					close(stopping)
+					<-windDown // Run takes its time to stop
+				},
 			}
 			if err := el.validate(); err != nil {
 				t.Fatal(err)
@@ -63,12 +69,18 @@ func TestRenewalsEndLeadershipWhenTheTenureEndedUnseen(t *testing.T) {
 				}
 			}
 			select {
-			case err := <-result:
-				if !errors.Is(err, ErrLeadershipLost) || !strings.Contains(err.Error(), tc.want) {
-					t.Fatalf("lead = %v, want ErrLeadershipLost saying %q", err, tc.want)
-				}
+			case <-stopping:
 			case <-ctx.Done():
 				t.Fatal("leader did not notice that its tenure ended")
+			}
+			// Run is still stopping: whoever holds the lease, it is not
+			// free for another candidate to lead.
+			if _, held, err := m.Lease(ctx, el.Lease); err != nil || !held {
+				t.Fatalf("while Run stops, the lease is held: %v, %v; want held", held, err)
+			}
+			close(windDown)
+			if err := <-result; !errors.Is(err, ErrLeadershipLost) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("lead = %v, want ErrLeadershipLost saying %q", err, tc.want)
 			}
 			info, held, err := m.Lease(ctx, el.Lease)
 			switch {
