@@ -31,10 +31,13 @@
 // namespace. A request beyond a bound is answered at once with
 // CODE_UNAVAILABLE naming it, and with the status's refused set: nothing
 // was done, and the caller may send it again, with backoff, whatever it
-// asks (protocol.ErrRefused). Requests that fail while they are routed to
-// their namespace's owner, and those beyond the Manager's MaxNamespaces,
-// carry refused too. Refusals count in metrics (Metrics.Refused) and are
-// logged at most every 10 s, not each.
+// asks (protocol.ErrRefused). These refusals count in metrics
+// (Metrics.Refused) and are logged at most every 10 s, not each. Other
+// replies carry refused too when nothing was done: a request beyond the
+// Manager's MaxNamespaces, one this agent could not route to its
+// namespace's owner (it is stopping, the ownership is changing hands), and
+// one forwarded to it after it stopped owning the namespace; not a
+// forward that failed or timed out, which may have taken effect.
 //
 // # Several agents on one bucket
 //

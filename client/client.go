@@ -26,7 +26,7 @@
 // repeat: claim (a repeat extends), check, list and state. A release is
 // retried only when no agent received it, or when the agent refused it
 // before acting on it (protocol.ErrRefused: too many requests in flight,
-// its namespace changing owners).
+// the agent stopping, its namespace changing owners).
 //
 // A call whose context has already ended sends nothing (no request, no
 // subscription) and returns an error wrapping the context's error.

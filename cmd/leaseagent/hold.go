@@ -30,7 +30,8 @@ func newHoldCommand(a *app) *cobra.Command {
 			"hold exits with CMD's status; it exits 1 if the lease was lost. Like 'consul lock'\n" +
 			"and flock(1).\n\n" +
 			"With --timeout, hold gives up if it has not got the lease by then: exit 1 if another\n" +
-			"holder holds it (as wait), 3 if no agent answered in time. If CMD is not found hold\n" +
+			"holder holds it (as wait), 3 if no agent answered in time (or its answer came too\n" +
+			"late: a claim so granted is released). If CMD is not found hold\n" +
 			"exits 127, if it cannot be run 126, as env(1) does.\n\n" +
 			"SIGINT or SIGTERM to hold while it waits for the lease stop it: exit 130 or 143.\n" +
 			"While CMD runs, either reaches CMD as SIGTERM (SIGKILL DURATION/10 later if it has\n" +
