@@ -25,16 +25,30 @@ import (
 	"github.com/leaseagent/lease/protocol"
 )
 
-// claimAll claims count leases l000, l001, ... of namespace ns through m.
+// claimAll claims count leases l000, l001, ... of namespace ns through m,
+// from 32 goroutines, and returns their names in order.
 func claimAll(t *testing.T, m *actors.Manager, ns string, count int) []string {
 	t.Helper()
-	var names []string
-	for i := range count {
-		name := fmt.Sprintf("l%03d", i)
-		if err := m.Namespace(ns).ClaimContext(context.Background(), name, "holder", time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, name)
+	names := make([]string, count)
+	for i := range names {
+		names[i] = fmt.Sprintf("l%0*d", max(3, len(fmt.Sprint(count-1))), i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < count; i += 32 {
+				if err := m.Namespace(ns).ClaimContext(context.Background(), names[i], "holder", time.Hour); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	return names
 }
@@ -353,35 +367,17 @@ func TestListPageHoldsAsManyAsFit(t *testing.T) {
 }
 
 // A page longer than the chunks the agent asks of the namespace's actor
-// (4096 leases) joins them: every lease once, in order, with a next
-// exactly when more follow.
+// (agent.ListChunk leases) joins them: every lease once, in order, with a
+// next exactly when more follow.
 func TestListPageSpansChunks(t *testing.T) {
 	e := testenv.Start(t)
-	const count = 2*4096 + 100
-	names := make([]string, count)
-	var wg sync.WaitGroup
-	errs := make(chan error, count)
-	for w := range 32 {
-		wg.Go(func() {
-			for i := w; i < count; i += 32 {
-				names[i] = fmt.Sprintf("l%05d", i)
-				if err := e.Manager.Namespace("ns").ClaimContext(context.Background(), names[i], "h", time.Hour); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	const chunk = agent.ListChunk
+	names := claimAll(t, e.Manager, "ns", 2*chunk+100)
 	nc := e.Connect(t)
 	for _, tt := range []pageCase{
 		{"no limit: the whole namespace fits", "", 0, names, ""},
-		{"limit ends inside the second chunk", "", 5000, names[:5000], names[4999]},
-		{"limit two chunks exactly", "", 2 * 4096, names[:2*4096], names[2*4096-1]},
+		{"limit ends inside the second chunk", "", chunk + 904, names[:chunk+904], names[chunk+903]},
+		{"limit two chunks exactly", "", 2 * chunk, names[:2*chunk], names[2*chunk-1]},
 		{"after a name, to the end", names[99], 0, names[100:], ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

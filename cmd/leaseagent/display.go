@@ -15,9 +15,10 @@ import (
 // so that nothing a client named reaches the operator's terminal raw.
 
 // printable returns a name as the CLI prints it: as it is if it is valid
-// UTF-8 made of printable, non-space characters and does not begin with a
-// double quote; otherwise quoted as a Go string ("x\x1b[2J"). Plain names
-// stay plain, and a quoted name cannot be mistaken for a plain one. The
+// UTF-8 made of printable, non-space characters, does not begin with a
+// double quote and is not "-" (which tables print for "none"); otherwise
+// quoted as a Go string ("x\x1b[2J"). Plain names stay plain, and a quoted
+// name cannot be mistaken for a plain one. The
 // names of NATS servers, versions and the like, which anyone who can
 // answer on NATS can choose, are printed the same way.
 func printable(s string) string { return printableSep(s, "") }
@@ -33,7 +34,7 @@ func printableSep(s, seps string) string {
 }
 
 func needsQuoting(s, seps string) bool {
-	if !utf8.ValidString(s) || strings.HasPrefix(s, `"`) || strings.ContainsAny(s, seps) {
+	if !utf8.ValidString(s) || strings.HasPrefix(s, `"`) || s == "-" || strings.ContainsAny(s, seps) {
 		return true
 	}
 	for _, r := range s {

@@ -26,6 +26,8 @@ func TestPrintable(t *testing.T) {
 		{"a,b", "", "a,b"},
 		{"a/b", "/", `"a/b"`},
 		{"", "", ""},
+		{"-", "", `"-"`}, // not mistaken for a table's "none"
+		{"a-b", "", "a-b"},
 	} {
 		if got := printableSep(tc.in, tc.seps); got != tc.want {
 			t.Errorf("printableSep(%q, %q) = %s, want %s", tc.in, tc.seps, got, tc.want)

@@ -410,7 +410,7 @@ func writeStatus(w io.Writer, r *statusReport) error {
 	} else {
 		server += " (single server, not clustered)"
 	}
-	fmt.Fprintf(tw, "NATS server:\t%s, %s, version %s\n", server, r.NATS.URL, r.NATS.Version)
+	fmt.Fprintf(tw, "NATS server:\t%s, %s, version %s\n", server, printable(r.NATS.URL), printable(r.NATS.Version))
 	leader := "none (an election is in progress, or the bucket's nodes are down)"
 	if r.Bucket.Leader != "" {
 		leader = printable(r.Bucket.Leader)

@@ -231,7 +231,7 @@ func TestStatusCluster(t *testing.T) {
 	deadline := time.Now().Add(waitLimit)
 	for {
 		// A status that no agent has answered yet exits 3.
-		out, _, _ := cli(t, nodes[2].url, "status", "--json", "--discovery-wait", "300ms")
+		out, stderr, code := cli(t, nodes[2].url, "status", "--json", "--discovery-wait", "300ms")
 		r = &statusReport{}
 		if err := json.Unmarshal([]byte(out), r); err != nil {
 			t.Fatalf("status --json printed %q: %v", out, err)
@@ -243,6 +243,9 @@ func TestStatusCluster(t *testing.T) {
 			}
 		}
 		if current == 3 && len(r.Agents) == 3 {
+			if code != 0 {
+				t.Fatalf("status with every agent answering: exit %d, stderr %q; want 0", code, stderr)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

@@ -1,0 +1,4 @@
+package agent
+
+// ListChunk is listChunk, for the tests of list pages.
+const ListChunk = listChunk
